@@ -1,0 +1,45 @@
+"""Train one config:  python pipelines/train.py data=fashion_mnist model.dropout.hidden=0.5"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+os.environ.setdefault("DROPTUNE_ROOT", str(Path(__file__).resolve().parents[1]))
+
+from droptune.data import DataFileError  # noqa: E402
+from droptune.errors import ConfigError  # noqa: E402
+from droptune.runner import train  # noqa: E402
+
+log = logging.getLogger("droptune")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        choices = HydraConfig.get().runtime.choices
+        summary = train(config, {k: v for k, v in choices.items() if not k.startswith("hydra")})
+    except (ConfigError, DataFileError) as error:
+        log.error("%s", error)
+        sys.exit(2)
+    metrics = summary["metrics"]
+    shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith(("time/", "train/"))}
+    log.info("result: %s", shown)
+    log.info(
+        "%.3f s/epoch on %s; MLflow run %s",
+        summary["seconds_per_epoch"],
+        summary["device"],
+        summary["mlflow_run_id"],
+    )
+    log.info("summary: %s/summary.json", config["paths"]["output_dir"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Splits and a LightningDataModule whose tensors live on the training device.
+
+Batches are taken by index from device-resident tensors: no per-sample Python, no workers. Scaling
+is fitted on the training part only, so validation and test stay unseen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from droptune.data.datasets import Arrays
+
+
+def holdout_test(arrays: Arrays, test_fraction: float, seed: int) -> Arrays:
+    """Give a dataset without a test set a seeded, stratified one (test_fraction 0: none)."""
+    if arrays.x_test is not None or test_fraction == 0:
+        return arrays
+    x_train, x_test, y_train, y_test = train_test_split(
+        arrays.x_train,
+        arrays.y_train,
+        test_size=test_fraction,
+        stratify=arrays.y_train,
+        random_state=seed,
+    )
+    return Arrays(
+        x_train, y_train, x_test, y_test, arrays.classes, arrays.input_shape, arrays.pixel_max
+    )
+
+
+def train_val_indices(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, stratified split of the training set into train and validation indices."""
+    indices = np.arange(len(labels))
+    train, val = train_test_split(
+        indices, test_size=val_fraction, stratify=labels, random_state=seed
+    )
+    return np.sort(train), np.sort(val)
+
+
+def kfold_indices(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold (shuffled, seeded): each sample is validated exactly once."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(labels)), labels))
+
+
+class IndexBatches:
+    """Mini-batches gathered by index from tensors already on the device."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        if self.generator is None:
+            for start in range(0, n, self.batch_size):
+                yield (
+                    self.x[start : start + self.batch_size],
+                    self.y[start : start + self.batch_size],
+                )
+            return
+        order = torch.randperm(n, generator=self.generator).to(self.y.device)
+        for start in range(0, n, self.batch_size):
+            batch = order[start : start + self.batch_size]
+            yield self.x[batch], self.y[batch]
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Train/val (one split or one CV fold) and test, standardised, resident on the device."""
+
+    def __init__(
+        self,
+        arrays: Arrays,
+        train_index: np.ndarray,
+        val_index: np.ndarray,
+        batch_size: int,
+        eval_batch_size: int = 4096,
+        standardize: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.arrays = arrays
+        self.train_index, self.val_index = train_index, val_index
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.standardize, self.seed = standardize, seed
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _scaler(self):
+        """A function raw -> float32 features, fitted on the training part only."""
+        a = self.arrays
+        fit_part = a.x_train[self.train_index]
+        if a.pixel_max is not None:
+            scaled = fit_part.astype(np.float32) / a.pixel_max
+            mean, std = (scaled.mean(), scaled.std() or 1.0) if self.standardize else (0.0, 1.0)
+            return lambda x: ((x.astype(np.float32) / a.pixel_max - mean) / std).astype(np.float32)
+        if not self.standardize:
+            return lambda x: x.astype(np.float32)
+        scaler = StandardScaler().fit(fit_part)
+        return lambda x: scaler.transform(x).astype(np.float32)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        scale = self._scaler()
+        a = self.arrays
+
+        def on_device(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.from_numpy(scale(x)).to(device), torch.from_numpy(y).to(device)
+
+        self.tensors["train"] = on_device(a.x_train[self.train_index], a.y_train[self.train_index])
+        self.tensors["val"] = on_device(a.x_train[self.val_index], a.y_train[self.val_index])
+        if a.x_test is not None:
+            self.tensors["test"] = on_device(a.x_test, a.y_test)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def train_dataloader(self) -> IndexBatches:
+        return IndexBatches(*self.tensors["train"], self.batch_size, self.generator)
+
+    def val_dataloader(self) -> IndexBatches:
+        return IndexBatches(*self.tensors["val"], self.eval_batch_size)
+
+    def test_dataloader(self) -> IndexBatches:
+        if "test" not in self.tensors:
+            raise RuntimeError("this dataset has no test set (data.test_fraction=0)")
+        return IndexBatches(*self.tensors["test"], self.eval_batch_size)

@@ -1,0 +1,159 @@
+"""The LightningModule: loss, the metric contract, optimizer, schedule, momentum ramp, max-norm.
+
+Epoch metrics are computed here once per epoch (one host sync), kept in `history`, and logged with
+`self.log` so Lightning callbacks can monitor them. The metric contract: train/loss, train/acc,
+val/loss, val/acc, val/acc_best, gap/acc (train acc - val acc), test/loss, test/acc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "cosine", "exponential")
+
+
+@dataclass(frozen=True)
+class MomentumRamp:
+    """Linear momentum ramp over the first `epochs` epochs (the dropout paper: 0.5 -> 0.99)."""
+
+    start: float = 0.5
+    end: float = 0.99
+    epochs: int = 10
+
+    def at(self, epoch: int) -> float:
+        fraction = min(1.0, epoch / max(1, self.epochs))
+        return self.start + (self.end - self.start) * fraction
+
+
+@dataclass(frozen=True)
+class Optim:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "none"
+    gamma: float = 0.95
+    momentum_ramp: MomentumRamp | None = None
+
+
+class DropoutClassifier(L.LightningModule):
+    """Wraps any classifier nn.Module that may have an `apply_max_norm()` constraint hook."""
+
+    def __init__(self, model: nn.Module, n_classes: int, optim: Optim = Optim()) -> None:
+        super().__init__()
+        self.model, self.optim = model, optim
+        self.train_acc = MulticlassAccuracy(n_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(n_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(n_classes, average="micro")
+        self.history: list[dict[str, float]] = []
+        self.best_val_acc = float("-inf")
+        self._sums: dict[str, tuple[torch.Tensor, int]] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _accumulate(self, stage: str, loss: torch.Tensor, n: int) -> None:
+        """Sum losses on the device; read once per epoch instead of once per step."""
+        total, count = self._sums.get(stage, (0.0, 0))
+        self._sums[stage] = (loss.detach() * n + total, count + n)
+
+    def _mean_loss(self, stage: str) -> float:
+        total, count = self._sums.pop(stage)
+        return float(total) / count
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, metric) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self._accumulate(stage, loss, len(y))
+        metric.update(logits.detach(), y)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", self.train_acc)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # Project weights back into the max-norm ball right after each step, before any hook sees them.
+        super().optimizer_step(*args, **kwargs)
+        if hasattr(self.model, "apply_max_norm"):
+            self.model.apply_max_norm()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test", self.test_acc)
+
+    def on_train_epoch_start(self) -> None:
+        ramp = self.optim.momentum_ramp
+        if ramp is None:
+            return
+        momentum = ramp.at(self.current_epoch)
+        for group in self.trainer.optimizers[0].param_groups:
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            else:
+                group["momentum"] = momentum
+
+    def on_validation_epoch_end(self) -> None:
+        # Validation runs after the epoch's last training batch, so both halves are complete here.
+        if self.trainer.sanity_checking or "train" not in self._sums:
+            self._sums.pop("val", None)
+            self.val_acc.reset()
+            return
+        train_acc = self.train_acc.compute().item()
+        val_acc = self.val_acc.compute().item()
+        self.train_acc.reset()
+        self.val_acc.reset()
+        self.best_val_acc = max(self.best_val_acc, val_acc)
+        metrics = {
+            "train/loss": self._mean_loss("train"),
+            "train/acc": train_acc,
+            "val/loss": self._mean_loss("val"),
+            "val/acc": val_acc,
+            "val/acc_best": self.best_val_acc,
+            "gap/acc": train_acc - val_acc,
+        }
+        self.history.append(metrics)
+        self.log_dict(metrics)
+
+    def on_test_epoch_end(self) -> None:
+        metrics = {"test/loss": self._mean_loss("test"), "test/acc": self.test_acc.compute().item()}
+        self.test_acc.reset()
+        self.log_dict(metrics)
+
+    def configure_optimizers(self):
+        o = self.optim
+        params = self.model.parameters()
+        if o.name == "sgd":
+            optimizer = torch.optim.SGD(
+                params,
+                lr=o.lr,
+                momentum=o.momentum,
+                nesterov=o.nesterov,
+                weight_decay=o.weight_decay,
+            )
+        else:
+            cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+            optimizer = cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        if o.schedule == "none":
+            return optimizer
+        if o.schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(1, self.trainer.max_epochs)
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=o.gamma)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

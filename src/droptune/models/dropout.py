@@ -1,0 +1,70 @@
+"""Dropout variants behind one factory, so a model names a variant instead of a class.
+
+`inverted` and `alpha` are PyTorch's own modules. `classic` (Srivastava et al. 2014: keep units
+unscaled while training, scale by 1 - p at inference) and `gaussian` (multiplicative N(1, p/(1-p)))
+have no PyTorch module, so they are written here, each with an element-wise and a channel-wise form.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VARIANTS = ("inverted", "classic", "gaussian", "alpha")
+
+
+class _MaskDropout(nn.Module):
+    """Shared shape logic: element-wise masks, or one draw per (sample, channel) for feature maps."""
+
+    def __init__(self, p: float, channelwise: bool = False) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout rate p={p!r} must be in [0, 1)")
+        self.p = p
+        self.channelwise = channelwise
+
+    def _noise_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        if self.channelwise and x.dim() > 2:
+            return (*x.shape[:2], *([1] * (x.dim() - 2)))
+        return tuple(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, channelwise={self.channelwise}"
+
+
+class ClassicDropout(_MaskDropout):
+    """Bernoulli keep-mask without rescaling in training; inference multiplies by 1 - p."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x * (1.0 - self.p)
+        keep = torch.empty(self._noise_shape(x), device=x.device, dtype=x.dtype)
+        return x * keep.bernoulli_(1.0 - self.p)
+
+
+class GaussianDropout(_MaskDropout):
+    """Multiplicative N(1, p / (1 - p)) noise: the same mean and variance as inverted dropout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        std = (self.p / (1.0 - self.p)) ** 0.5
+        noise = torch.empty(self._noise_shape(x), device=x.device, dtype=x.dtype)
+        return x * noise.normal_(1.0, std)
+
+
+def make_dropout(p: float, variant: str = "inverted", channelwise: bool = False) -> nn.Module:
+    """One dropout site; rate 0 gives an Identity so an unused site costs nothing."""
+    if variant not in VARIANTS:
+        raise ValueError(f"dropout variant {variant!r} is not one of {', '.join(VARIANTS)}")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout rate p={p!r} must be in [0, 1)")
+    if p == 0.0:
+        return nn.Identity()
+    if variant == "inverted":
+        return nn.Dropout2d(p) if channelwise else nn.Dropout(p)
+    if variant == "alpha":
+        return nn.FeatureAlphaDropout(p) if channelwise else nn.AlphaDropout(p)
+    if variant == "classic":
+        return ClassicDropout(p, channelwise)
+    return GaussianDropout(p, channelwise)

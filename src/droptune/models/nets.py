@@ -1,0 +1,194 @@
+"""Plain nn.Modules for dropout studies: every dropout site is explicit and independently rated."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from droptune.models.dropout import VARIANTS, make_dropout
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+PLACEMENTS = ("after", "before")
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Where dropout goes and how strong it is.
+
+    input: rate on the visible units. hidden: one rate for every hidden layer, or one per layer.
+    placement: hidden dropout after the activation (Srivastava et al.) or before it.
+    output: an extra site right before the output layer (off by default; it stacks with the last
+    hidden layer's dropout when placement is "after"). conv / conv_mode: CNN only, after each conv
+    block, element-wise or channel-wise (whole feature maps, nn.Dropout2d).
+    """
+
+    input: float = 0.0
+    hidden: float | Sequence[float] = 0.0
+    output: float = 0.0
+    placement: str = "after"
+    variant: str = "inverted"
+    conv: float | Sequence[float] = 0.0
+    conv_mode: str = "element"
+
+    def per_layer(self, rates: float | Sequence[float], n_layers: int, name: str) -> list[float]:
+        """Expand a float to one rate per layer, or check a list has one rate per layer."""
+        if isinstance(rates, int | float):
+            return [float(rates)] * n_layers
+        rates = [float(r) for r in rates]
+        if len(rates) != n_layers:
+            raise ValueError(f"dropout.{name} has {len(rates)} rates for {n_layers} layers")
+        return rates
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation {name!r} is not one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def renorm_rows_(weight: torch.Tensor, max_norm: float) -> None:
+    """Max-norm: rescale each unit's incoming weight vector (dim 0 slice) to norm <= max_norm."""
+    with torch.no_grad():
+        weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=max_norm))
+
+
+def init_normal_(module: nn.Module, std: float) -> None:
+    """Weights ~ N(0, std), biases 0, for every Linear and Conv (d2l's dropout chapter init)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            nn.init.normal_(layer.weight, std=std)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class MLP(nn.Module):
+    """Fully connected classifier: [input dropout] (Linear, act, dropout)* [output dropout] Linear."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        n_classes: int,
+        widths: Sequence[int],
+        activation_name: str = "relu",
+        dropout: Dropout = Dropout(),
+        max_norm: float | None = None,
+        init_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        if dropout.placement not in PLACEMENTS:
+            raise ValueError(f"dropout.placement {dropout.placement!r} is not one of {PLACEMENTS}")
+        if dropout.variant not in VARIANTS:
+            raise ValueError(f"dropout.variant {dropout.variant!r} is not one of {VARIANTS}")
+        if any(w < 1 for w in widths):
+            raise ValueError(f"widths {list(widths)} must all be >= 1")
+        hidden_rates = dropout.per_layer(dropout.hidden, len(widths), "hidden")
+        layers: list[nn.Module] = [nn.Flatten(), make_dropout(dropout.input, dropout.variant)]
+        self.hidden_linears: list[nn.Linear] = []
+        previous = in_dim
+        for width, rate in zip(widths, hidden_rates, strict=True):
+            linear = nn.Linear(previous, width)
+            self.hidden_linears.append(linear)
+            drop = make_dropout(rate, dropout.variant)
+            if dropout.placement == "before":
+                layers += [linear, drop, activation(activation_name)]
+            else:
+                layers += [linear, activation(activation_name), drop]
+            previous = width
+        layers += [make_dropout(dropout.output, dropout.variant), nn.Linear(previous, n_classes)]
+        self.net = nn.Sequential(*layers)
+        self.max_norm = max_norm
+        if init_std is not None:
+            init_normal_(self, init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def apply_max_norm(self) -> None:
+        """Called after every optimizer step; a no-op when the constraint is off."""
+        if self.max_norm is None:
+            return
+        for linear in self.hidden_linears:
+            renorm_rows_(linear.weight, self.max_norm)
+
+
+class CNN(nn.Module):
+    """Conv blocks (conv, act, pool, conv dropout) then an MLP head with its own dropout sites."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        n_classes: int,
+        channels: Sequence[int] = (32, 64),
+        kernel_size: int = 3,
+        head_widths: Sequence[int] = (128,),
+        activation_name: str = "relu",
+        pool: str = "max",
+        dropout: Dropout = Dropout(),
+        max_norm: float | None = None,
+        init_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"CNN needs (channels, height, width) inputs, got {tuple(input_shape)}"
+            )
+        if dropout.conv_mode not in ("element", "channel"):
+            raise ValueError(f"dropout.conv_mode {dropout.conv_mode!r} is not element or channel")
+        pools = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+        if pool not in pools:
+            raise ValueError(f"pool {pool!r} is not one of {', '.join(pools)}")
+        conv_rates = dropout.per_layer(dropout.conv, len(channels), "conv")
+        in_channels, height, width = input_shape
+        blocks: list[nn.Module] = [make_dropout(dropout.input, dropout.variant)]
+        self.convs: list[nn.Conv2d] = []
+        for out_channels, rate in zip(channels, conv_rates, strict=True):
+            conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+            self.convs.append(conv)
+            blocks += [conv, activation(activation_name), pools[pool](2)]
+            blocks.append(make_dropout(rate, dropout.variant, dropout.conv_mode == "channel"))
+            in_channels, height, width = out_channels, height // 2, width // 2
+        if height < 1 or width < 1:
+            raise ValueError(
+                f"{len(channels)} pooling blocks shrink {tuple(input_shape)} to nothing"
+            )
+        self.features = nn.Sequential(*blocks)
+        head_dropout = Dropout(
+            hidden=dropout.hidden,
+            output=dropout.output,
+            placement=dropout.placement,
+            variant=dropout.variant,
+        )
+        self.head = MLP(
+            in_channels * height * width,
+            n_classes,
+            head_widths,
+            activation_name,
+            head_dropout,
+            max_norm,
+        )
+        self.max_norm = max_norm
+        if init_std is not None:
+            init_normal_(self, init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def apply_max_norm(self) -> None:
+        """Max-norm on every conv filter (its incoming weights) and on the head's hidden units."""
+        if self.max_norm is None:
+            return
+        for conv in self.convs:
+            renorm_rows_(conv.weight, self.max_norm)
+        self.head.apply_max_norm()

@@ -1,0 +1,123 @@
+"""MLflow: one client, explicit run ids and run states (no global active run), config as params.
+
+Lightning's MLFlowLogger is not used: it steps metrics by optimizer step and ends runs with its own
+status, where a study needs epoch steps and the trial's own state (COMPLETE / PRUNED / FAIL).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+import droptune
+
+PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay whole."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(directory: str | Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+class Tracker:
+    """An MLflow experiment on one tracking store."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: str | None = None) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self._experiment_id(experiment, artifact_root)
+
+    def _experiment_id(self, name: str, artifact_root: str | None) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = str(Path(artifact_root) / name) if artifact_root else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another process created it first
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def start_run(
+        self, run_name: str, tags: Mapping[str, Any], parent_run_id: str | None = None
+    ) -> str:
+        all_tags = {k: str(v) for k, v in tags.items()}
+        all_tags["droptune_version"] = droptune.__version__
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        return run.info.run_id
+
+    def log_config(self, run_id: str, config: Mapping[str, Any]) -> None:
+        """Flattened resolved config as params, and the whole of it as config.yaml."""
+        params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
+        for start in range(0, len(params), PARAM_BATCH):
+            self.client.log_batch(run_id, params=params[start : start + PARAM_BATCH])
+        self.client.log_text(run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = _now_ms()
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(
+            run_id, status=RunStatus.to_string(RunStatus.from_string(status))
+        )
+
+    def runs_table_url(self, ui: str = "http://127.0.0.1:5000") -> str:
+        return f"{ui}/#/experiments/{self.experiment_id}/runs"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def end_status(error: BaseException | None) -> str:
+    """FINISHED, or KILLED for an interrupt / SIGTERM exit, or FAILED for any other error."""
+    if error is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(error, KeyboardInterrupt | SystemExit) else "FAILED"
+
+
+def print_runs_links(uri: str, ui: str) -> None:
+    """`make ui` prints these: MLflow 3's UI opens experiments on a GenAI page that shows no runs."""
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e for e in client.search_experiments() if e.name != "Default"]
+    if not experiments:
+        print(f"No droptune experiments yet in {uri}: run `make train` first.")
+    for experiment in experiments:
+        print(f"  {experiment.name:40s} {ui}/#/experiments/{experiment.experiment_id}/runs")
+
+
+if __name__ == "__main__":
+    print_runs_links(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "http://127.0.0.1:5000")

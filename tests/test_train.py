@@ -1,0 +1,116 @@
+"""End to end: pipelines/train.py on digits, its MLflow run read back, CV and failures."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+from mlflow.tracking import MlflowClient
+
+from droptune.errors import ConfigError
+from droptune.runner import train
+
+
+def run_pipeline(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "pipelines" / "train.py"),
+            f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={tmp_path}/out",
+            "trainer.accelerator=cpu",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_train_pipeline_logs_params_curves_config_and_summary(tmp_path):
+    done = run_pipeline(
+        tmp_path, "trainer.max_epochs=2", "model.dropout.hidden=0.3", "evaluate_test=true"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.dropout.hidden"] == "0.3"
+    assert run.data.params["data.name"] == "digits"
+    assert run.data.tags["dataset"] == "digits" and run.data.tags["seed"] == "0"
+    assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
+    assert run.data.tags["droptune_version"]
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "gap/acc"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history)[:2] == [0, 1], key
+    acc = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/acc")}
+    best = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/acc_best")}
+    assert best[1] == max(acc[0], acc[1])
+    gap = client.get_metric_history(run.info.run_id, "gap/acc")[0].value
+    train_acc = client.get_metric_history(run.info.run_id, "train/acc")[0].value
+    assert gap == pytest.approx(train_acc - acc[0])
+    assert 0.5 < run.data.metrics["test/acc"] <= 1.0
+    assert summary["metrics"]["test/acc"] == run.data.metrics["test/acc"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "summary.json"} <= artifacts
+    config_text = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+    assert "hidden: 0.3" in Path(config_text).read_text()
+    assert "val/acc_best" in done.stdout + done.stderr  # the short result was printed
+
+
+def test_bad_config_stops_before_any_work_with_one_line(tmp_path):
+    done = run_pipeline(tmp_path, "model.dropout.hidden=1.5")
+    assert done.returncode == 2
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "model.dropout.hidden=1.5" in errors[0] and "[0, 1)" in errors[0]
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_cross_validation_reports_mean_and_std_over_folds(make_cfg):
+    cfg = make_cfg("data.cv_folds=3", "trainer.max_epochs=2", "model.width=32")
+    summary = train(cfg)
+    folds = [fold["val/acc"] for fold in summary["folds"]]
+    assert len(folds) == 3
+    assert summary["metrics"]["cv/acc_mean"] == pytest.approx(np.mean(folds))
+    assert summary["metrics"]["cv/acc_std"] == pytest.approx(np.std(folds))
+    client = MlflowClient(cfg["tracking"]["uri"])
+    curve = client.get_metric_history(summary["mlflow_run_id"], "val/acc")
+    assert len(curve) == 2  # the fold-mean curve, one point per epoch
+    assert client.get_run(summary["mlflow_run_id"]).data.metrics["cv/acc_mean"] == pytest.approx(
+        np.mean(folds)
+    )
+
+
+def test_a_run_that_fails_mid_training_ends_failed_in_mlflow(make_cfg, monkeypatch):
+    from droptune.lit import DropoutClassifier
+
+    step = DropoutClassifier.training_step
+
+    def fail_on_third_batch(self, batch, batch_idx):
+        if batch_idx == 2:
+            raise RuntimeError("injected fault")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(DropoutClassifier, "training_step", fail_on_third_batch)
+    cfg = make_cfg("trainer.max_epochs=1")
+    with pytest.raises(RuntimeError, match="injected fault"):
+        train(cfg)
+    client = MlflowClient(cfg["tracking"]["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("droptune-digits").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_same_seed_same_result(make_cfg):
+    cfg = make_cfg("trainer.max_epochs=2", "model.width=32")
+    first, second = train(cfg), train(cfg)
+    assert first["metrics"]["val/acc"] == second["metrics"]["val/acc"]
+    assert first["mlflow_run_id"] != second["mlflow_run_id"]
+
+
+def test_config_error_raised_by_train(make_cfg):
+    with pytest.raises(ConfigError):
+        train(make_cfg("optim.lr=-1"))
