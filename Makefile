@@ -9,7 +9,7 @@ UI_PORT ?= 5000
 MLFLOW_URI ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast train ui clean
+.PHONY: help install lint format test test-fast train tune ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test-fast: ## the suite without the tests marked slow
 
 train: ## train one config: make train ARGS="data=fashion_mnist model.dropout.hidden=0.5"
 	$(PY) pipelines/train.py $(ARGS)
+
+tune: ## start or resume a study: make tune ARGS="data=mnist study.n_trials=200"
+	$(PY) pipelines/tune.py $(ARGS)
 
 ui: ## MLflow UI on http://127.0.0.1:5000 (UI_HOST / UI_PORT to change)
 	@echo "droptune runs (open these: MLflow opens experiments on a GenAI page without runs):"

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -16,11 +18,14 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
 
 from droptune import data as ds
 from droptune.config import build_model, build_optim, validate
 from droptune.lit import DropoutClassifier
-from droptune.tracking import Tracker, end_status, git_commit
+from droptune.tracking import StudyTracking, Tracker, end_status, git_commit
 
 log = logging.getLogger("droptune")
 # Lightning's per-fit banners (accelerator, tips) would repeat for every fold and trial.
@@ -157,6 +162,46 @@ def cv_summary(results: Sequence[FitResult]) -> tuple[dict[str, float], list[dic
     return metrics, curves
 
 
+FoldHook = Callable[[int, list[FitResult]], bool]
+
+
+@dataclass
+class Fitted:
+    """What fit_folds returns: summary metrics, each fold's result, and the fold-mean curves."""
+
+    metrics: dict[str, float]
+    folds: list[FitResult]
+    curves: list[dict[str, float]]
+
+
+def fit_folds(
+    cfg: Mapping[str, Any],
+    arrays: ds.Arrays,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    sinks: Sequence[EpochSink] = (),
+    callbacks: Sequence[L.Callback] = (),
+    evaluate_test: bool = False,
+    after_fold: FoldHook | None = None,
+) -> Fitted:
+    """Fit one split (live sinks see every epoch) or k folds (fold-mean curves come back).
+
+    after_fold(i, results) may return True to stop early (a pruned or failed CV trial).
+    """
+    cross_validating = len(folds) > 1
+    results: list[FitResult] = []
+    for i, (train_index, val_index) in enumerate(folds):
+        if cross_validating:
+            log.info("fold %d/%d", i + 1, len(folds))
+        live = [] if cross_validating else sinks
+        results.append(fit(cfg, arrays, train_index, val_index, live, callbacks, evaluate_test))
+        if after_fold is not None and after_fold(i, results):
+            break
+    if not cross_validating:
+        return Fitted(results[0].final, results, [])
+    metrics, curves = cv_summary(results)
+    return Fitted(metrics, results, curves)
+
+
 def run_name(cfg: Mapping[str, Any]) -> str:
     return cfg["tracking"].get("run_name") or (
         f"{cfg['data']['name']}-{cfg['model']['family']}-seed{cfg['seed']}"
@@ -181,28 +226,16 @@ def train(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> d
     error: BaseException | None = None
     try:
         tracker.log_config(run_id, cfg)
-        live = [log_epoch, lambda m, e: tracker.log_metrics(run_id, m, e)]
-        cross_validating = len(folds) > 1
-        results = []
-        for i, (train_index, val_index) in enumerate(folds):
-            if cross_validating:
-                log.info("fold %d/%d", i + 1, len(folds))
-            results.append(
-                fit(
-                    cfg,
-                    arrays,
-                    train_index,
-                    val_index,
-                    sinks=[] if cross_validating else live,
-                    evaluate_test=bool(cfg.get("evaluate_test")),
-                )
-            )
-        if cross_validating:
-            metrics, curves = cv_summary(results)
-            for epoch, curve in enumerate(curves):
-                tracker.log_metrics(run_id, curve, epoch)
-        else:
-            metrics = results[0].final
+        fitted = fit_folds(
+            cfg,
+            arrays,
+            folds,
+            sinks=[log_epoch, lambda m, e: tracker.log_metrics(run_id, m, e)],
+            evaluate_test=bool(cfg.get("evaluate_test")),
+        )
+        metrics, results = fitted.metrics, fitted.folds
+        for epoch, curve in enumerate(fitted.curves):
+            tracker.log_metrics(run_id, curve, epoch)
         epoch_seconds = [s for r in results for s in r.epoch_seconds]
         metrics["time/epoch_s_mean"] = float(np.mean(epoch_seconds))
         tracker.log_metrics(run_id, metrics, len(results[0].history))
@@ -211,7 +244,7 @@ def train(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> d
             "config_name": (choices or {}).get("experiment") or "train",
             "choices": dict(choices or {}),
             "metrics": metrics,
-            "folds": [r.final for r in results] if cross_validating else None,
+            "folds": [r.final for r in results] if len(results) > 1 else None,
             "seconds_per_epoch": metrics["time/epoch_s_mean"],
             "device": results[0].device,
             "mlflow_run_id": run_id,
@@ -228,3 +261,131 @@ def train(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> d
         raise
     finally:
         tracker.end_run(run_id, end_status(error))
+
+
+# ---- trials -------------------------------------------------------------------------------------
+
+CV_FOLD_METRIC = {"cv/acc_mean": "val/acc", "cv/acc_best_mean": "val/acc_best"}
+
+
+@dataclass
+class TrialSpec:
+    """A trial asked from the study and the full config its sampled overrides produce."""
+
+    trial: optuna.Trial
+    config: dict[str, Any]
+
+
+@dataclass
+class TrialOutcome:
+    state: TrialState
+    value: float | None = None
+    reason: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class TrialReporter(L.Callback):
+    """Reports the study metric to the trial (every epoch, or every fold under CV), prunes, and
+    stops a trial whose loss is NaN or infinite."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+        self.pruned = False
+        self.failure: str | None = None
+
+    def _report(self, value: float, step: int) -> bool:
+        self.trial.report(value, step)
+        self.pruned = self.trial.should_prune()
+        return self.pruned
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: DropoutClassifier) -> None:
+        metrics = pl_module.history[-1]
+        bad = next((k for k in ("train/loss", "val/loss") if not math.isfinite(metrics[k])), None)
+        if bad is not None:
+            self.failure = f"{bad} is {metrics[bad]} at epoch {trainer.current_epoch}"
+            trainer.should_stop = True
+        elif self.metric in metrics and self._report(metrics[self.metric], trainer.current_epoch):
+            trainer.should_stop = True
+
+    def after_fold(self, index: int, results: list[FitResult]) -> bool:
+        if self.failure:
+            return True
+        fold_metric = CV_FOLD_METRIC[self.metric]
+        running_mean = float(np.mean([r.history[-1][fold_metric] for r in results]))
+        return self._report(running_mean, index)
+
+
+class SequentialRunner:
+    """The standard runner: trains the trials it is given one after another, each in its own fit.
+
+    Takes a list and returns a list, so a runner that trains K trials in one fit is a drop-in.
+    """
+
+    capacity = 1
+
+    def __init__(
+        self,
+        arrays: ds.Arrays,
+        folds: Sequence[tuple[np.ndarray, np.ndarray]],
+        metric: str,
+        tracking: StudyTracking,
+        study_name: str,
+    ) -> None:
+        self.arrays, self.folds, self.metric = arrays, folds, metric
+        self.tracking, self.study_name = tracking, study_name
+
+    def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
+        return [self._run_one(spec) for spec in specs]
+
+    def _run_one(self, spec: TrialSpec) -> TrialOutcome:
+        trial, config = spec.trial, spec.config
+        run_id = self.tracking.start_trial(trial.number, trial.params, config, self.study_name)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        reporter = TrialReporter(trial, self.metric)
+        epochs, curve_keys = 0, set()
+        try:
+            validate(config)
+            fitted = fit_folds(
+                config,
+                self.arrays,
+                self.folds,
+                sinks=[lambda m, e: self.tracking.tracker.log_metrics(run_id, m, e)],
+                callbacks=[reporter],
+                after_fold=reporter.after_fold if len(self.folds) > 1 else None,
+            )
+            for epoch, curve in enumerate(fitted.curves):
+                self.tracking.tracker.log_metrics(run_id, curve, epoch)
+            epochs = len(fitted.folds[0].history)
+            curve_keys = set((fitted.curves or fitted.folds[0].history)[-1])
+            outcome = self._outcome(reporter, fitted.metrics)
+        except torch.cuda.OutOfMemoryError as error:
+            torch.cuda.empty_cache()
+            outcome = TrialOutcome(TrialState.FAIL, reason=f"CUDA out of memory: {error}")
+        except Exception as error:  # one trial's failure must not end the study
+            log.warning("trial %d failed", trial.number, exc_info=True)
+            outcome = TrialOutcome(TrialState.FAIL, reason=f"{type(error).__name__}: {error}")
+        finally:
+            gc.collect()
+        self._describe(trial, config, outcome)
+        summary = {k: v for k, v in outcome.metrics.items() if k not in curve_keys}
+        self.tracking.finish_trial(run_id, outcome.state.name, outcome.reason, summary, epochs)
+        return outcome
+
+    def _outcome(self, reporter: TrialReporter, metrics: dict[str, float]) -> TrialOutcome:
+        if reporter.failure:
+            return TrialOutcome(TrialState.FAIL, reason=reporter.failure, metrics=metrics)
+        if reporter.pruned:
+            return TrialOutcome(TrialState.PRUNED, metrics=metrics)
+        return TrialOutcome(TrialState.COMPLETE, metrics[self.metric], metrics=metrics)
+
+    @staticmethod
+    def _describe(trial: optuna.Trial, config: Mapping[str, Any], outcome: TrialOutcome) -> None:
+        """User attrs the study plots read: effective hidden rate, placement, final gap."""
+        hidden = config["model"]["dropout"].get("hidden", 0.0)
+        rates = hidden if isinstance(hidden, list) else [hidden]
+        trial.set_user_attr("dropout_hidden", float(np.mean(rates)))
+        trial.set_user_attr(
+            "dropout_placement", config["model"]["dropout"].get("placement", "after")
+        )
+        if "gap/acc" in outcome.metrics:
+            trial.set_user_attr("gap_acc", outcome.metrics["gap/acc"])

@@ -98,6 +98,89 @@ class Tracker:
         return f"{ui}/#/experiments/{self.experiment_id}/runs"
 
 
+class StudyTracking:
+    """One study = one parent run; one child run per trial, nested under it, ended with its state.
+
+    The parent's run id is kept in the Optuna study (user attr) and as tags on the run, so a resumed
+    study, or another process working on it, nests its trials under the same parent.
+    """
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.parent_run_id: str | None = None
+
+    def open_parent(
+        self, study_name: str, known_run_id: str | None, info: Mapping[str, Any]
+    ) -> str:
+        """Reuse the study's parent run (reopened as RUNNING) or create it; returns its id."""
+        client = self.tracker.client
+        run_id = known_run_id
+        if run_id is None:
+            found = client.search_runs(
+                [self.tracker.experiment_id],
+                filter_string=f"tags.droptune_study = '{study_name}' and tags.droptune_role = 'study'",
+                order_by=["attributes.start_time ASC"],
+                max_results=1,
+            )
+            run_id = found[0].info.run_id if found else None
+        if run_id is None:
+            run_id = self.tracker.start_run(
+                f"study {study_name}", {"droptune_study": study_name, "droptune_role": "study"}
+            )
+            params = [Param(k, str(v)[:6000]) for k, v in info.items()]
+            client.log_batch(run_id, params=params)
+        else:
+            client.update_run(run_id, status="RUNNING")
+        self.parent_run_id = run_id
+        return run_id
+
+    def start_trial(
+        self, number: int, params: Mapping[str, Any], config: Mapping[str, Any], study_name: str
+    ) -> str:
+        run_id = self.tracker.start_run(
+            f"trial {number}",
+            {
+                "droptune_study": study_name,
+                "droptune_role": "trial",
+                "trial_number": number,
+                "state": "RUNNING",
+                "dataset": config["data"]["name"],
+                "model": config["model"]["family"],
+            },
+            parent_run_id=self.parent_run_id,
+        )
+        self.tracker.client.log_batch(
+            run_id, params=[Param(f"trial.{k}", str(v)) for k, v in params.items()]
+        )
+        self.tracker.log_config(run_id, config)
+        return run_id
+
+    def finish_trial(
+        self, run_id: str, state: str, reason: str | None, metrics: Mapping[str, float], step: int
+    ) -> None:
+        """state is Optuna's (COMPLETE / PRUNED / FAIL); a pruned run ends FINISHED, not failed."""
+        finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
+        if finite:
+            self.tracker.log_metrics(run_id, finite, step)
+        tags = {"state": state} | ({"fail_reason": reason[:5000]} if reason else {})
+        self.tracker.set_tags(run_id, tags)
+        self.tracker.end_run(run_id, "FAILED" if state == "FAIL" else "FINISHED")
+
+    def close_dead_trial(self, run_id: str | None, reason: str) -> None:
+        """A trial whose worker died or was stopped: its run must not stay RUNNING."""
+        if run_id is None:
+            return
+        self.tracker.set_tags(run_id, {"state": "FAIL", "fail_reason": reason})
+        self.tracker.end_run(run_id, "KILLED")
+
+    def log_study(self, metrics: Mapping[str, float], step: int) -> None:
+        self.tracker.log_metrics(self.parent_run_id, metrics, step)
+
+    def close_parent(self, error: BaseException | None) -> None:
+        if self.parent_run_id is not None:
+            self.tracker.end_run(self.parent_run_id, end_status(error))
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 

@@ -1,0 +1,57 @@
+"""Start or resume a study:  python pipelines/tune.py data=mnist search=mlp_dropout study.n_trials=200"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+os.environ.setdefault("DROPTUNE_ROOT", str(Path(__file__).resolve().parents[1]))
+
+from droptune.data import DataFileError  # noqa: E402
+from droptune.errors import ConfigError  # noqa: E402
+from droptune.search import hydra_value  # noqa: E402
+from droptune.study import optimize  # noqa: E402
+
+log = logging.getLogger("droptune")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="tune")
+def main(cfg: DictConfig) -> None:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    hydra_cfg = HydraConfig.get()
+    try:
+        summary = optimize(config, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
+    except (ConfigError, DataFileError) as error:
+        log.error("%s", error)
+        sys.exit(2)
+    log.info(
+        "study %s: %d complete, %d pruned, %d failed",
+        summary["study"],
+        summary["n_complete"],
+        summary["n_pruned"],
+        summary["n_failed"],
+    )
+    if summary["best_trial"] is not None:
+        log.info(
+            "best %.4f (trial %d): %s",
+            summary["best_value"],
+            summary["best_trial"],
+            summary["best_params"],
+        )
+        args = " ".join(summary["best_overrides"])
+        log.info(
+            "retrain it:  make train ARGS=%s", hydra_value(args) if "'" in args else f"'{args}'"
+        )
+    ui = f"http://127.0.0.1:5000/#/experiments/{summary['mlflow_experiment_id']}/runs/{summary['mlflow_parent_run_id']}"
+    log.info("MLflow study run: %s (make ui)", ui)
+    log.info("summary: %s/summary.json", config["paths"]["output_dir"])
+
+
+if __name__ == "__main__":
+    main()

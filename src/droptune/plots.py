@@ -1,0 +1,97 @@
+"""Study plots, refreshed on the parent run at the end of every tune invocation.
+
+Optuna's own plots (optimization history, parameter importances, parallel coordinates) as HTML
+(plotly) and PNG (matplotlib), plus two that only a dropout study needs: the metric against the
+hidden dropout rate per placement, and the generalization gap against the rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import optuna.visualization as plotly_plots  # noqa: E402
+import optuna.visualization.matplotlib as mpl_plots  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from droptune.tracking import StudyTracking  # noqa: E402
+
+log = logging.getLogger("droptune")
+
+OPTUNA_PLOTS = ("plot_optimization_history", "plot_param_importances", "plot_parallel_coordinate")
+
+
+def _optuna_plots(study: optuna.Study, out: Path) -> list[Path]:
+    written = []
+    for name in OPTUNA_PLOTS:
+        stem = name.removeprefix("plot_")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the matplotlib backend is "experimental"
+                getattr(plotly_plots, name)(study).write_html(out / f"{stem}.html")
+                axes = getattr(mpl_plots, name)(study)
+            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            figure.set_size_inches(max(8, 1.1 * len(study.best_trial.params)), 5)
+            figure.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight")
+            plt.close(figure)
+            written += [out / f"{stem}.html", out / f"{stem}.png"]
+        except (ValueError, RuntimeError, ZeroDivisionError) as error:  # too few trials for it yet
+            log.info("plot %s skipped: %s", stem, error)
+    return written
+
+
+def _scatter_by_placement(study: optuna.Study, y_of, ylabel: str, path: Path) -> Path | None:
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if "dropout_hidden" in t.user_attrs and y_of(t) is not None
+    ]
+    if not trials:
+        return None
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for placement in sorted({t.user_attrs["dropout_placement"] for t in trials}):
+        group = [t for t in trials if t.user_attrs["dropout_placement"] == placement]
+        axes.scatter(
+            [t.user_attrs["dropout_hidden"] for t in group],
+            [y_of(t) for t in group],
+            label=f"{placement} activation",
+            alpha=0.75,
+        )
+    axes.set_xlabel("hidden dropout rate (mean over layers)")
+    axes.set_ylabel(ylabel)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def log_study_plots(study: optuna.Study, tracking: StudyTracking, out: Path) -> None:
+    """Write the plots to `out` and log them to the study's parent run under plots/."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = _optuna_plots(study, out)
+    metric = study.user_attrs.get("fingerprint_parts", {}).get("study.metric", "objective")
+    for path in (
+        _scatter_by_placement(
+            study,
+            lambda t: t.value if t.state == TrialState.COMPLETE else None,
+            metric,
+            out / "dropout_vs_metric.png",
+        ),
+        _scatter_by_placement(
+            study,
+            lambda t: t.user_attrs.get("gap_acc"),
+            "gap/acc (train - val)",
+            out / "gap_vs_dropout.png",
+        ),
+    ):
+        if path is not None:
+            written.append(path)
+    for path in written:
+        tracking.tracker.client.log_artifact(tracking.parent_run_id, str(path), "plots")

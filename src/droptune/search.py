@@ -1,0 +1,254 @@
+"""Search spaces from config, and the one function that turns a trial into config overrides.
+
+A space maps entry names to distributions over dotted config paths:
+
+    hidden_rate: {path: model.dropout.hidden, type: float, low: 0.0, high: 0.8}
+    max_norm_on: {type: categorical, choices: [false, true]}          # no path: a switch
+    max_norm:    {path: model.max_norm, type: float, low: 2, high: 6,
+                  when: {max_norm_on: true}, otherwise: null}
+    width_1:     {path: model.widths.1, type: int, low: 64, high: 1024, log: true,
+                  when: {depth: {ge: 2}}}
+
+`when` holds conditions on earlier entries (a value, a list of values, or {gt|ge|lt|le|ne|in: x});
+an entry whose condition fails is not sampled and its path gets `otherwise` when one is given.
+A path segment that is a number indexes a list (built as needed).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from droptune.errors import ConfigError
+
+TYPES = ("float", "int", "categorical")
+ENTRY_KEYS = {"path", "type", "low", "high", "log", "step", "choices", "when", "otherwise"}
+OPERATORS = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+    "ne": operator.ne,
+    "in": lambda value, allowed: value in allowed,
+}
+# The data and its splits are loaded once per study, so only these data keys may vary per trial.
+SEARCHABLE_ROOTS = ("model.", "optim.", "trainer.max_epochs", "data.batch_size", "data.standardize")
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    type: str
+    path: str | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    when: Mapping[str, Any] = field(default_factory=dict)
+    otherwise: Any = _UNSET
+
+    def grid(self) -> list[Any]:
+        """Every value, for the grid sampler: categorical choices or stepped ranges."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            raise ConfigError(
+                f"search.space.{self.name}.step", None, "a step (the grid sampler needs one)"
+            )
+        count = int(round((self.high - self.low) / self.step)) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+
+def _path_exists(config: Mapping[str, Any], path: str) -> bool:
+    node: Any = config
+    for segment in path.split("."):
+        if segment.isdigit():  # a list element, or a scalar / null that becomes a list
+            if node is not None and not isinstance(node, list | int | float):
+                return False
+            node = None
+        elif isinstance(node, Mapping) and segment in node:
+            node = node[segment]
+        else:
+            return False
+    return True
+
+
+def _parse_entry(name: str, raw: Mapping[str, Any], earlier: Sequence[str], config) -> Entry:
+    key = f"search.space.{name}"
+    unknown = set(raw) - ENTRY_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{key}.{sorted(unknown)[0]}", raw[sorted(unknown)[0]], f"keys {sorted(ENTRY_KEYS)}"
+        )
+    kind = raw.get("type")
+    if kind not in TYPES:
+        raise ConfigError(f"{key}.type", kind, f"one of {', '.join(TYPES)}")
+    path = raw.get("path")
+    if path is not None:
+        if not path.startswith(SEARCHABLE_ROOTS):
+            raise ConfigError(f"{key}.path", path, f"a path under {', '.join(SEARCHABLE_ROOTS)}")
+        if not _path_exists(config, path):
+            raise ConfigError(f"{key}.path", path, "a path that exists in the composed config")
+    for ref, condition in (raw.get("when") or {}).items():
+        if ref not in earlier:
+            raise ConfigError(
+                f"{key}.when", ref, f"the name of an earlier entry ({', '.join(earlier) or 'none'})"
+            )
+        if isinstance(condition, Mapping):
+            ops = set(condition) - set(OPERATORS)
+            if ops or len(condition) != 1:
+                raise ConfigError(
+                    f"{key}.when.{ref}", dict(condition), f"one of {sorted(OPERATORS)}"
+                )
+    entry = Entry(
+        name=name,
+        type=kind,
+        path=path,
+        low=raw.get("low"),
+        high=raw.get("high"),
+        log=bool(raw.get("log", False)),
+        step=raw.get("step"),
+        choices=tuple(raw.get("choices") or ()),
+        when=dict(raw.get("when") or {}),
+        otherwise=raw.get("otherwise", _UNSET),
+    )
+    if kind == "categorical":
+        if not entry.choices:
+            raise ConfigError(f"{key}.choices", raw.get("choices"), "a non-empty list")
+        return entry
+    for bound in ("low", "high"):
+        value = raw.get(bound)
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise ConfigError(f"{key}.{bound}", value, "a number")
+    if entry.low > entry.high:
+        raise ConfigError(f"{key}.low", entry.low, f"a number <= high ({entry.high})")
+    if entry.log and entry.low <= 0:
+        raise ConfigError(f"{key}.low", entry.low, "a number > 0 when log is true")
+    if entry.step is not None and (entry.step <= 0 or entry.log):
+        raise ConfigError(f"{key}.step", entry.step, "a number > 0, and only without log")
+    if kind == "int" and not all(float(v).is_integer() for v in (entry.low, entry.high)):
+        raise ConfigError(f"{key}.low", entry.low, "integer bounds for an int entry")
+    return entry
+
+
+def parse_space(space: Mapping[str, Any], config: Mapping[str, Any]) -> list[Entry]:
+    """Validate a `search.space` mapping against the composed config; entries keep file order."""
+    if not space:
+        raise ConfigError("search.space", space, "at least one entry")
+    entries: list[Entry] = []
+    for name, raw in space.items():
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                f"search.space.{name}", raw, "a mapping with type, path, low/high or choices"
+            )
+        entries.append(_parse_entry(name, raw, [e.name for e in entries], config))
+    return entries
+
+
+def _holds(value: Any, condition: Any) -> bool:
+    if isinstance(condition, Mapping):
+        ((op, operand),) = condition.items()
+        return OPERATORS[op](value, operand)
+    if isinstance(condition, list | tuple):
+        return value in condition
+    return value == condition
+
+
+def suggest(trial: optuna.Trial, space: Sequence[Entry]) -> dict[str, Any]:
+    """The only place that samples: returns {config path: value} for one trial."""
+    sampled: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for entry in space:
+        active = all(
+            ref in sampled and _holds(sampled[ref], condition)
+            for ref, condition in entry.when.items()
+        )
+        if not active:
+            if entry.path and entry.otherwise is not _UNSET:
+                overrides[entry.path] = entry.otherwise
+            continue
+        if entry.type == "categorical":
+            value = trial.suggest_categorical(entry.name, list(entry.choices))
+        elif entry.type == "int":
+            value = trial.suggest_int(
+                entry.name,
+                int(entry.low),
+                int(entry.high),
+                step=int(entry.step or 1),
+                log=entry.log,
+            )
+        else:
+            value = trial.suggest_float(
+                entry.name, entry.low, entry.high, step=entry.step, log=entry.log
+            )
+        sampled[entry.name] = value
+        if entry.path:
+            overrides[entry.path] = value
+    return overrides
+
+
+def _list_root(path: str) -> str:
+    """model.widths.1 -> model.widths; a path without an index is its own root."""
+    segments = path.split(".")
+    cut = next((i for i, s in enumerate(segments) if s.isdigit()), len(segments))
+    return ".".join(segments[:cut])
+
+
+def _set(config: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node: Any = config
+    for segment in parents:
+        node = node[int(segment)] if segment.isdigit() else node[segment]
+    if last.isdigit():
+        node.extend([None] * (int(last) + 1 - len(node)))
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def apply(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of config with the overrides set. A list addressed by index (model.widths.0, ...)
+    is rebuilt from the overrides alone, so its length follows what was sampled."""
+    result = copy.deepcopy(dict(config))
+    for root in {_list_root(p) for p in overrides if _list_root(p) != p}:
+        _set(result, root, [])
+    for path, value in overrides.items():
+        _set(result, path, value)
+    return result
+
+
+def _get(config: Mapping[str, Any], path: str) -> Any:
+    node: Any = config
+    for segment in path.split("."):
+        node = node[int(segment)] if segment.isdigit() else node[segment]
+    return node
+
+
+def hydra_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def hydra_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
+    """Command-line overrides that reproduce `overrides` (as applied in config) on the same base."""
+    roots = list(dict.fromkeys(_list_root(path) for path in overrides))
+    return [f"{root}={hydra_value(_get(config, root))}" for root in roots]

@@ -1,0 +1,482 @@
+"""Studies: storage, sampler, pruner, budget, fingerprint, resume, and the ask/tell loop.
+
+The loop asks trials in batches of the runner's capacity, so a runner that trains K trials in one
+fit plugs in without changing it. Heartbeats are recorded here (Optuna only records them inside
+`study.optimize`), and trials of dead workers are failed and re-queued with their parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from droptune import plots
+from droptune.config import validate
+from droptune.errors import ConfigError
+from droptune.runner import SequentialRunner, TrialOutcome, TrialSpec, load_data, splits
+from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest
+from droptune.tracking import StudyTracking, Tracker
+
+log = logging.getLogger("droptune")
+# Heartbeats, TPE's `group` and fail_stale_trials are marked experimental; the ask/tell loop below
+# records heartbeats itself, which is what Optuna's "use with Study.optimize" warning is about.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+
+METRICS = {
+    "val/acc_best": "maximize",
+    "val/acc": "maximize",
+    "val/loss": "minimize",
+    "cv/acc_mean": "maximize",
+    "cv/acc_best_mean": "maximize",
+}
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+
+
+def study_metric(cfg: Mapping[str, Any]) -> str:
+    """study.metric, or the default: val/acc_best, or the CV mean with data.cv_folds."""
+    return cfg["study"].get("metric") or (
+        "cv/acc_mean" if cfg["data"].get("cv_folds") else "val/acc_best"
+    )
+
+
+def validate_study(cfg: Mapping[str, Any]) -> None:
+    s = cfg["study"]
+    if not s.get("name"):
+        raise ConfigError("study.name", s.get("name"), "a non-empty name")
+    metric = study_metric(cfg)
+    cv = bool(cfg["data"].get("cv_folds"))
+    allowed = [m for m in METRICS if m.startswith("cv/") == cv]
+    if metric not in allowed:
+        raise ConfigError("study.metric", metric, f"one of {', '.join(allowed)}")
+    if s.get("direction") not in ("maximize", "minimize"):
+        raise ConfigError("study.direction", s.get("direction"), "maximize or minimize")
+    if s["direction"] != METRICS[metric]:
+        raise ConfigError("study.direction", s["direction"], f"{METRICS[metric]} for {metric}")
+    if s.get("sampler") not in SAMPLERS:
+        raise ConfigError("study.sampler", s.get("sampler"), f"one of {', '.join(SAMPLERS)}")
+    if s.get("pruner") not in PRUNERS:
+        raise ConfigError("study.pruner", s.get("pruner"), f"one of {', '.join(PRUNERS)}")
+    n = s.get("n_trials")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError("study.n_trials", n, "an integer >= 1 (the study's total budget)")
+    timeout = s.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise ConfigError("study.timeout", timeout, "seconds > 0, or null")
+    for key in ("heartbeat_interval", "grace_period"):
+        if not isinstance(s.get(key), int) or s[key] < 1:
+            raise ConfigError(f"study.{key}", s.get(key), "whole seconds >= 1")
+    if s["grace_period"] <= s["heartbeat_interval"]:
+        raise ConfigError(
+            "study.grace_period", s["grace_period"], "more than study.heartbeat_interval"
+        )
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """A GridSampler for the ask/tell loop: Optuna's calls study.stop() once the grid is used up,
+    which is only allowed inside study.optimize(); the loop checks is_exhausted() instead."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
+def make_sampler(
+    study: Mapping[str, Any], space: Sequence[Entry], seed: int
+) -> optuna.samplers.BaseSampler:
+    name, args = study["sampler"], dict(study.get("sampler_args") or {})
+    if name == "tpe":
+        # group=True: the multivariate TPE handles conditional entries as separate subspaces
+        return optuna.samplers.TPESampler(
+            **{"seed": seed, "multivariate": True, "group": True, **args}
+        )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed, **args)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, **args)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, **args)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, **args)
+    return AskTellGridSampler({e.name: e.grid() for e in space}, seed=seed, **args)
+
+
+def make_pruner(study: Mapping[str, Any], max_steps: int) -> optuna.pruners.BasePruner:
+    name, args = study["pruner"], dict(study.get("pruner_args") or {})
+    if name == "median":
+        return optuna.pruners.MedianPruner(**{"n_startup_trials": 5, "n_warmup_steps": 1, **args})
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            **{"min_resource": 1, "max_resource": max_steps, **args}
+        )
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**args)
+    return optuna.pruners.NopPruner()
+
+
+def mask_url(url: str) -> str:
+    """A storage URL with its password hidden, for logs, MLflow and summaries."""
+    if "://" not in url or "@" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class StaleTrialHandler:
+    """Runs when a trial of a dead worker is failed: closes its tracking, then re-queues it."""
+
+    def __init__(self, max_retry: int | None, on_stale: Callable[[FrozenTrial], None]) -> None:
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.on_stale = on_stale
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.on_stale(trial)
+        self.retry(study, trial)
+
+
+def make_storage(study: Mapping[str, Any], on_stale: StaleTrialHandler) -> RDBStorage:
+    url = study["storage"]
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    return RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=study["heartbeat_interval"],
+        grace_period=study["grace_period"],
+        heartbeat_stale_trial_callback=on_stale,
+    )
+
+
+def fingerprint(cfg: Mapping[str, Any], raw_space: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes trials of one study comparable; stored with the study, checked on resume."""
+    data_keys = (
+        "name",
+        "val_fraction",
+        "test_fraction",
+        "cv_folds",
+        "standardize",
+        "path",
+        "target",
+        "features",
+    )
+    return {
+        "search.space": json.loads(json.dumps(raw_space, sort_keys=True, default=str)),
+        "data": {k: cfg["data"].get(k) for k in data_keys},
+        "model.family": cfg["model"]["family"],
+        "study.metric": study_metric(cfg),
+        "study.direction": cfg["study"]["direction"],
+        "seed": cfg["seed"],
+        "trainer.max_epochs": cfg["trainer"]["max_epochs"],
+    }
+
+
+def _digest(parts: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in new
+        if old.get(key) != new.get(key)
+    ]
+
+
+def open_study(
+    cfg: Mapping[str, Any],
+    storage: RDBStorage,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    """Create the study, or resume it after checking its direction and fingerprint."""
+    s = cfg["study"]
+    parts = fingerprint(cfg, cfg["search"]["space"])
+    study = optuna.create_study(
+        study_name=s["name"],
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction=s["direction"],
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != s["direction"]:
+        raise ConfigError(
+            "study.direction",
+            s["direction"],
+            f"{study.direction.name.lower()}, as study {s['name']!r} was made",
+        )
+    stored = study.user_attrs.get("fingerprint_parts")
+    if stored is None:
+        study.set_user_attr("fingerprint_parts", parts)
+        study.set_user_attr("fingerprint", _digest(parts))
+    elif stored != parts:
+        changes = "; ".join(_differences(stored, parts))
+        if not s.get("allow_changes"):
+            raise ConfigError(
+                "study.name",
+                s["name"],
+                f"a new name: this study was made with other settings ({changes}); "
+                "or resume it anyway with study.allow_changes=true",
+            )
+        log.warning("resuming %s with changed settings: %s", s["name"], changes)
+        study.set_user_attr("fingerprint_parts", parts)
+        study.set_user_attr("fingerprint", _digest(parts))
+    return study
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """Finished, running or queued trials count; a FAIL counts only if the trial itself failed
+    (NaN, OOM, error), not when its worker died, was interrupted, or it was over budget."""
+    if trial.state == TrialState.FAIL:
+        return "fail_reason" in trial.user_attrs
+    return True
+
+
+def budget_used(study: optuna.Study, before_number: int | None = None) -> int:
+    trials = study.get_trials(deepcopy=False)
+    return sum(
+        counts_toward_budget(t) for t in trials if before_number is None or t.number < before_number
+    )
+
+
+class Heartbeat:
+    """Records heartbeats for the trials this process is running, from a background thread."""
+
+    def __init__(self, storage: RDBStorage, trial_ids: Sequence[int]) -> None:
+        self.storage, self.trial_ids = storage, list(trial_ids)
+        self.interval = storage.get_heartbeat_interval()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            for trial_id in self.trial_ids:
+                self.storage.record_heartbeat(trial_id)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+NOT_RETRAIN_KEYS = ("study", "search", "hydra", "~hydra", "paths.output_dir")
+
+
+def retrain_base(choices: Mapping[str, Any], cli_overrides: Sequence[str]) -> list[str]:
+    """The tune command's own choices and overrides that `make train` needs to rebuild a trial."""
+    groups = [
+        f"{g}={choices[g]}"
+        for g in ("data", "model", "optim", "trainer", "experiment")
+        if choices.get(g)
+    ]
+    chosen = {g.split("=")[0] for g in groups}
+    kept = [
+        o
+        for o in cli_overrides
+        if not o.lstrip("+~").startswith(NOT_RETRAIN_KEYS) and o.split("=")[0] not in chosen
+    ]
+    return groups + kept
+
+
+def _existing_trials(storage: RDBStorage, name: str) -> int:
+    if name not in optuna.study.get_all_study_names(storage):
+        return 0
+    return storage.get_n_trials(storage.get_study_id_from_name(name))
+
+
+def _finished_line(study: optuna.Study, trial: FrozenTrial, metric: str, budget: int) -> str:
+    trials = study.get_trials(deepcopy=False)
+    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    value = (
+        f"{metric} {trial.value:.4f}"
+        if trial.value is not None
+        else trial.user_attrs.get("fail_reason", "")
+    )
+    try:
+        best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
+    except ValueError:
+        best = "best -"
+    return (
+        f"trial {trial.number:4d} {trial.state.name:8s} {value}  |  {best}  |  "
+        f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+        f"{sum(counts_toward_budget(t) for t in trials if t.state == TrialState.FAIL)} failed"
+        f"  |  {budget_used(study)}/{budget}"
+    )
+
+
+def _tell(study: optuna.Study, spec: TrialSpec, outcome: TrialOutcome) -> FrozenTrial:
+    trial = spec.trial
+    if outcome.state == TrialState.COMPLETE:
+        study.tell(trial, outcome.value)
+    elif outcome.state == TrialState.PRUNED:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        trial.set_user_attr("fail_reason", outcome.reason)
+        study.tell(trial, state=TrialState.FAIL)
+    return study.get_trials(deepcopy=False)[trial.number]
+
+
+def optimize(
+    cfg: Mapping[str, Any],
+    choices: Mapping[str, Any] | None = None,
+    cli_overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Start or resume the study the config describes; returns the summary (also summary.json)."""
+    validate(cfg)
+    validate_study(cfg)
+    space = parse_space(cfg["search"]["space"], cfg)
+    s, metric = cfg["study"], study_metric(cfg)
+    arrays = load_data(cfg)
+    folds = splits(cfg, arrays)
+    t = cfg["tracking"]
+    tracking = StudyTracking(Tracker(t["uri"], t["experiment"], t.get("artifact_root")))
+    handler = StaleTrialHandler(
+        s.get("max_retry"),
+        lambda dead: tracking.close_dead_trial(
+            dead.user_attrs.get("mlflow_run_id"), "worker stopped sending heartbeats (killed?)"
+        ),
+    )
+    storage = make_storage(s, handler)
+    sampler = make_sampler(s, space, cfg["seed"] + _existing_trials(storage, s["name"]))
+    pruner = make_pruner(s, len(folds) if len(folds) > 1 else cfg["trainer"]["max_epochs"])
+    study = open_study(cfg, storage, sampler, pruner)
+    parent = tracking.open_parent(
+        s["name"],
+        study.user_attrs.get("mlflow_parent_run_id"),
+        {
+            "study.name": s["name"],
+            "study.storage": mask_url(s["storage"]),
+            "study.sampler": s["sampler"],
+            "study.pruner": s["pruner"],
+            "study.metric": metric,
+            "study.direction": s["direction"],
+            "study.n_trials": s["n_trials"],
+            "fingerprint": study.user_attrs["fingerprint"],
+            "search.name": cfg["search"].get("name"),
+        },
+    )
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    tracking.tracker.client.log_text(
+        parent, json.dumps(cfg["search"]["space"], indent=2, default=str), "search_space.json"
+    )
+    runner = SequentialRunner(arrays, folds, metric, tracking, s["name"])
+    base = retrain_base(choices or {}, cli_overrides)
+    stop_at = time.monotonic() + s["timeout"] if s.get("timeout") else float("inf")
+    log.info(
+        "study %s: %d of %d trials used; %s",
+        s["name"],
+        budget_used(study),
+        s["n_trials"],
+        mask_url(s["storage"]),
+    )
+    error: BaseException | None = None
+    try:
+        while time.monotonic() < stop_at:
+            fail_stale_trials(study)
+            room = s["n_trials"] - budget_used(study)
+            if room <= 0 or (
+                isinstance(sampler, AskTellGridSampler) and sampler.is_exhausted(study)
+            ):
+                break
+            batch = []
+            for _ in range(min(room, runner.capacity)):
+                trial = study.ask()
+                if budget_used(study, before_number=trial.number) >= s["n_trials"]:
+                    trial.set_user_attr("over_budget", True)  # another worker took the last slot
+                    study.tell(trial, state=TrialState.FAIL)
+                    break
+                overrides = suggest(trial, space)
+                config = apply(cfg, overrides)
+                trial.set_user_attr("overrides", base + hydra_overrides(config, overrides))
+                batch.append(TrialSpec(trial, config))
+            if not batch:
+                break
+            with Heartbeat(storage, [spec.trial._trial_id for spec in batch]):
+                try:
+                    outcomes = runner.run(batch)
+                except BaseException:
+                    _requeue_interrupted(study, batch, handler)
+                    raise
+            for spec, outcome in zip(batch, outcomes, strict=True):
+                finished = _tell(study, spec, outcome)
+                log.info("%s", _finished_line(study, finished, metric, s["n_trials"]))
+                _log_progress(study, tracking, finished.number)
+    except BaseException as caught:
+        error = caught
+        raise
+    finally:
+        try:
+            plots.log_study_plots(study, tracking, Path(cfg["paths"]["output_dir"]) / "plots")
+        finally:
+            tracking.close_parent(error)
+    summary = _summary(study, parent, tracking)
+    out = Path(cfg["paths"]["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _requeue_interrupted(
+    study: optuna.Study, batch: Sequence[TrialSpec], handler: StaleTrialHandler
+) -> None:
+    """Ctrl-C / SIGTERM mid-trial: fail the running trials (not counted) and queue them again."""
+    for spec in batch:
+        frozen = study.get_trials(deepcopy=False)[spec.trial.number]
+        if frozen.state == TrialState.RUNNING:
+            spec.trial.set_user_attr("interrupted", True)
+            study.tell(spec.trial, state=TrialState.FAIL)
+            handler(study, study.get_trials(deepcopy=False)[spec.trial.number])
+
+
+def _log_progress(study: optuna.Study, tracking: StudyTracking, step: int) -> None:
+    trials = study.get_trials(deepcopy=False)
+    progress = {
+        "study/n_complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "study/n_pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "study/n_failed": sum(
+            t.state == TrialState.FAIL and counts_toward_budget(t) for t in trials
+        ),
+    }
+    if progress["study/n_complete"]:
+        progress["study/best_value"] = study.best_value
+    tracking.log_study(progress, step)
+
+
+def _summary(study: optuna.Study, parent: str, tracking: StudyTracking) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    has_best = any(t.state == TrialState.COMPLETE for t in trials)
+    best = study.best_trial if has_best else None
+    return {
+        "study": study.study_name,
+        "n_complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "n_pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "n_failed": sum(t.state == TrialState.FAIL and counts_toward_budget(t) for t in trials),
+        "best_value": best.value if best else None,
+        "best_trial": best.number if best else None,
+        "best_params": best.params if best else None,
+        "best_overrides": best.user_attrs.get("overrides") if best else None,
+        "mlflow_parent_run_id": parent,
+        "mlflow_experiment_id": tracking.tracker.experiment_id,
+        "fingerprint": study.user_attrs.get("fingerprint"),
+    }

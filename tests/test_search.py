@@ -1,0 +1,127 @@
+"""Search spaces: shipped spaces sample valid configs, conditions hold, bad spaces are refused."""
+
+import copy
+
+import optuna
+import pytest
+from conftest import CONF, compose_config
+
+from droptune.config import build_model, validate
+from droptune.errors import ConfigError
+from droptune.search import apply, hydra_overrides, parse_space, suggest
+
+SPACES = sorted(p.stem for p in (CONF / "search").glob("*.yaml"))
+SETUPS = {
+    "mlp_dropout": ["data=digits"],
+    "srivastava": ["data=digits"],
+    "cnn_dropout": ["data=digits", "model=cnn"],
+    "sonar_dropout": ["experiment=seed004_sonar_hidden"],
+}
+
+
+def tune_cfg(tmp_path, *overrides):
+    return compose_config(f"paths.root_dir={tmp_path}", *overrides, config_name="tune")
+
+
+def sample(cfg, n, seed=0):
+    space = parse_space(cfg["search"]["space"], cfg)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(n):
+        trial = study.ask()
+        overrides = suggest(trial, space)
+        yield trial.params, overrides, apply(cfg, overrides)
+        study.tell(trial, 0.0)
+
+
+def test_every_space_has_a_setup():
+    assert set(SPACES) == set(SETUPS)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_shipped_spaces_sample_configs_that_validate_and_build(tmp_path, name):
+    cfg = tune_cfg(tmp_path, f"search={name}", *SETUPS[name])
+    shape = (60,) if "sonar" in name else (1, 8, 8)
+    for params, overrides, config in sample(cfg, 25):
+        validate(config)
+        build_model(config["model"], shape, 10)
+        assert set(overrides) <= {e["path"] for e in cfg["search"]["space"].values() if "path" in e}
+        assert params  # something was sampled
+
+
+def test_conditional_entries_appear_only_when_their_condition_holds(tmp_path):
+    cfg = tune_cfg(tmp_path, "data=digits")
+    seen = {"width_2": 0, "input_rate": 0, "max_norm": 0}
+    for params, _, config in sample(cfg, 60, seed=1):
+        assert ("width_1" in params) == (params["depth"] >= 2)
+        assert ("width_2" in params) == (params["depth"] >= 3)
+        assert ("input_rate" in params) == params["input_dropout"]
+        assert ("max_norm" in params) == params["max_norm_on"]
+        assert len(config["model"]["widths"]) == params["depth"]
+        if not params["input_dropout"]:
+            assert config["model"]["dropout"]["input"] == 0.0  # `otherwise`
+        if not params["max_norm_on"]:
+            assert config["model"]["max_norm"] is None
+        for key in seen:
+            seen[key] += key in params
+    assert all(count > 0 for count in seen.values())  # each condition was also true sometimes
+
+
+def test_apply_rebuilds_indexed_lists_and_leaves_the_base_alone(tmp_path):
+    cfg = tune_cfg(tmp_path, "data=digits", "model.widths=[1,2,3]", "model.depth=3")
+    before = copy.deepcopy(cfg)
+    config = apply(cfg, {"model.widths.0": 64, "model.depth": 1, "model.dropout.hidden.1": 0.2})
+    assert config["model"]["widths"] == [64]
+    assert config["model"]["dropout"]["hidden"] == [None, 0.2]
+    assert cfg == before
+    overrides = {"model.widths.0": 64, "optim.lr": 0.1, "model.max_norm": None}
+    assert hydra_overrides(apply(cfg, overrides), overrides) == [
+        "model.widths=[64]",
+        "optim.lr=0.1",
+        "model.max_norm=null",
+    ]
+
+
+BAD_SPACES = [
+    ({"lr": {"path": "optim.lr", "type": "float", "low": 0.5, "high": 0.1}}, "search.space.lr.low"),
+    (
+        {"lr": {"path": "optim.lrate", "type": "float", "low": 0.1, "high": 0.5}},
+        "search.space.lr.path",
+    ),
+    (
+        {"lr": {"path": "optim.lr", "type": "normal", "low": 0.1, "high": 0.5}},
+        "search.space.lr.type",
+    ),
+    ({"lr": {"path": "optim.lr", "type": "float", "low": 0.1, "hgh": 0.5}}, "search.space.lr.hgh"),
+    (
+        {
+            "lr": {
+                "path": "optim.lr",
+                "type": "float",
+                "low": 0.1,
+                "high": 0.5,
+                "when": {"on": True},
+            }
+        },
+        "search.space.lr.when",
+    ),
+    (
+        {"lr": {"path": "optim.lr", "type": "float", "low": 0.0, "high": 0.5, "log": True}},
+        "search.space.lr.low",
+    ),
+    (
+        {"d": {"path": "data.name", "type": "categorical", "choices": ["mnist"]}},
+        "search.space.d.path",
+    ),
+    (
+        {"v": {"path": "model.dropout.variant", "type": "categorical", "choices": []}},
+        "search.space.v.choices",
+    ),
+]
+
+
+@pytest.mark.parametrize("space, key", BAD_SPACES, ids=[k for _, k in BAD_SPACES])
+def test_bad_spaces_are_refused_naming_the_entry(tmp_path, space, key):
+    cfg = tune_cfg(tmp_path, "data=digits")
+    with pytest.raises(ConfigError) as error:
+        parse_space(space, cfg)
+    assert error.value.key == key

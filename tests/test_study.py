@@ -1,0 +1,255 @@
+"""Studies on digits: MLflow structure, pruning, resume within budget, failures, fingerprint,
+retraining the best trial, and a worker killed with SIGKILL mid-trial."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from conftest import REPO, compose_config
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from droptune.errors import ConfigError
+from droptune.runner import train
+from droptune.study import budget_used, optimize
+
+SMALL = ["data=digits", "trainer.max_epochs=3", "study.name=s", "model.width=32"]
+
+
+def tune_overrides(tmp_path, *extra):
+    return [f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", *SMALL, *extra]
+
+
+def run_study(tmp_path, *extra, space=None):
+    overrides = tune_overrides(tmp_path, *extra)
+    cfg = compose_config(*overrides, config_name="tune")
+    if space is not None:
+        cfg["search"]["space"] = space
+    return optimize(cfg, {"data": "digits", "model": "mlp", "optim": "sgd"}, overrides), cfg
+
+
+def load(cfg):
+    return optuna.load_study(study_name=cfg["study"]["name"], storage=cfg["study"]["storage"])
+
+
+def test_study_trials_nest_under_one_parent_run_with_their_states(tmp_path):
+    summary, cfg = run_study(tmp_path, "study.n_trials=4")
+    study = load(cfg)
+    assert summary["n_complete"] + summary["n_pruned"] + summary["n_failed"] == 4
+    client = MlflowClient(cfg["tracking"]["uri"])
+    parent = client.get_run(summary["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["droptune_role"] == "study"
+    assert parent.data.params["study.n_trials"] == "4"
+    assert "study/best_value" in parent.data.metrics
+    assert parent.data.metrics["study/best_value"] == pytest.approx(summary["best_value"])
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {
+        "plots/optimization_history.png",
+        "plots/dropout_vs_metric.png",
+        "plots/gap_vs_dropout.png",
+    } <= plots
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 4
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["state"] == trial.state.name
+        assert run.data.tags["trial_number"] == str(trial.number)
+        assert run.data.params["trial.hidden_rate"] == str(trial.params["hidden_rate"])
+        assert run.info.status == ("FAILED" if trial.state == TrialState.FAIL else "FINISHED")
+        curve = client.get_metric_history(run.info.run_id, "val/acc")
+        assert len(curve) == len(trial.intermediate_values) > 0
+
+
+def test_aggressive_pruner_prunes_and_pruned_runs_are_not_failed(tmp_path):
+    summary, cfg = run_study(
+        tmp_path,
+        "study.n_trials=8",
+        "trainer.max_epochs=4",
+        "study.sampler=random",
+        "study.pruner=median",
+        "+study.pruner_args.n_startup_trials=1",
+        "+study.pruner_args.n_warmup_steps=0",
+    )
+    study = load(cfg)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and summary["n_pruned"] == len(pruned)
+    client = MlflowClient(cfg["tracking"]["uri"])
+    for trial in pruned:
+        assert len(trial.intermediate_values) < 4  # stopped before the last epoch
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED" and run.data.tags["state"] == "PRUNED"
+
+
+def test_resume_never_exceeds_the_budget(tmp_path):
+    first, cfg = run_study(tmp_path, "study.n_trials=3")
+    again, _ = run_study(tmp_path, "study.n_trials=3")
+    assert len(load(cfg).trials) == 3
+    assert again["mlflow_parent_run_id"] == first["mlflow_parent_run_id"]
+    run_study(tmp_path, "study.n_trials=5")
+    study = load(cfg)
+    assert len(study.trials) == 5 and budget_used(study) == 5
+    client = MlflowClient(cfg["tracking"]["uri"])
+    children = client.search_runs(
+        [client.get_experiment_by_name(cfg["tracking"]["experiment"]).experiment_id],
+        f"tags.mlflow.parentRunId = '{first['mlflow_parent_run_id']}'",
+    )
+    assert len(children) == 5
+
+
+def test_a_diverging_trial_fails_and_the_study_goes_on(tmp_path):
+    space = {"lr": {"path": "optim.lr", "type": "categorical", "choices": [0.05, 1.0e6]}}
+    summary, cfg = run_study(tmp_path, "study.n_trials=2", "study.sampler=grid", space=space)
+    study = load(cfg)
+    by_lr = {t.params["lr"]: t for t in study.trials}
+    assert by_lr[0.05].state == TrialState.COMPLETE
+    failed = by_lr[1.0e6]
+    assert failed.state == TrialState.FAIL
+    assert "nan" in failed.user_attrs["fail_reason"] or "inf" in failed.user_attrs["fail_reason"]
+    assert summary["n_failed"] == 1 and summary["best_params"] == {"lr": 0.05}
+    run = MlflowClient(cfg["tracking"]["uri"]).get_run(failed.user_attrs["mlflow_run_id"])
+    assert (
+        run.info.status == "FAILED"
+        and run.data.tags["fail_reason"] == failed.user_attrs["fail_reason"]
+    )
+
+
+def test_an_error_inside_one_trial_fails_only_that_trial(tmp_path):
+    # depth 1 with two widths is an invalid config: that trial fails with the validation message
+    space = {"depth": {"path": "model.depth", "type": "categorical", "choices": [1, 2]}}
+    summary, cfg = run_study(
+        tmp_path,
+        "study.n_trials=2",
+        "study.sampler=grid",
+        "model.widths=[16,16]",
+        "model.depth=2",
+        space=space,
+    )
+    states = {t.params["depth"]: t for t in load(cfg).trials}
+    assert states[2].state == TrialState.COMPLETE
+    assert states[1].state == TrialState.FAIL
+    assert "model.depth=1" in states[1].user_attrs["fail_reason"]
+
+
+def test_changed_fingerprint_is_refused_unless_allowed(tmp_path):
+    run_study(tmp_path, "study.n_trials=1")
+    with pytest.raises(ConfigError) as error:
+        run_study(tmp_path, "study.n_trials=2", "data.val_fraction=0.3")
+    assert "val_fraction" in str(error.value) and "study.allow_changes=true" in str(error.value)
+    with pytest.raises(ConfigError, match="search.space"):
+        run_study(tmp_path, "study.n_trials=2", "search.space.lr.high=0.5")
+    summary, cfg = run_study(
+        tmp_path, "study.n_trials=2", "data.val_fraction=0.3", "study.allow_changes=true"
+    )
+    assert len(load(cfg).trials) == 2
+
+
+def test_bad_study_settings_stop_before_the_first_trial(tmp_path):
+    for override, key in [
+        ("study.sampler=annealing", "study.sampler"),
+        ("study.pruner=early", "study.pruner"),
+        ("study.n_trials=0", "study.n_trials"),
+        ("study.metric=test/acc", "study.metric"),
+        ("study.direction=minimize", "study.direction"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            run_study(tmp_path, override)
+        assert error.value.key == key
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
+
+
+def test_best_overrides_retrain_to_the_same_validation_value(tmp_path):
+    summary, _ = run_study(tmp_path, "study.n_trials=3", "study.pruner=none")
+    cfg = compose_config(*summary["best_overrides"], f"paths.root_dir={tmp_path}")
+    assert cfg["data"]["name"] == "digits"
+    retrained = train(cfg)
+    assert retrained["metrics"]["val/acc_best"] == pytest.approx(summary["best_value"], abs=1e-9)
+
+
+def test_cross_validation_objective(tmp_path):
+    summary, cfg = run_study(tmp_path, "study.n_trials=2", "data.cv_folds=3", "study.pruner=none")
+    study = load(cfg)
+    assert study.user_attrs["fingerprint_parts"]["study.metric"] == "cv/acc_mean"
+    for trial in study.trials:
+        assert sorted(trial.intermediate_values) == [0, 1, 2]  # one report per fold
+
+
+@pytest.mark.slow
+def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_path):
+    overrides = tune_overrides(
+        tmp_path, "study.n_trials=2", "study.heartbeat_interval=1", "study.grace_period=3",
+        "trainer.max_epochs=60", "study.pruner=none",
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, str(REPO / "pipelines" / "tune.py"), *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    deadline = time.time() + 120
+    running = None
+    while time.time() < deadline and running is None:
+        time.sleep(0.5)
+        if not (tmp_path / "mlruns" / "optuna.db").exists():
+            continue
+        try:
+            trials = optuna.load_study(study_name="s", storage=storage).trials
+        except Exception:  # the worker is still creating the study
+            continue
+        running = next(
+            (
+                t
+                for t in trials
+                if t.state == TrialState.RUNNING and t.user_attrs.get("mlflow_run_id")
+            ),
+            None,
+        )
+    assert running is not None, "the worker never started a trial"
+    time.sleep(1.0)  # let it train a few epochs
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    time.sleep(4)  # past the grace period
+
+    cfg = compose_config(*overrides, config_name="tune")
+    optimize(cfg, {"data": "digits"}, overrides)
+    study = optuna.load_study(study_name="s", storage=storage)
+    dead = study.trials[running.number]
+    assert dead.state == TrialState.FAIL and "fail_reason" not in dead.user_attrs
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    assert budget_used(study) == 2
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+    client = MlflowClient(cfg["tracking"]["uri"])
+    dead_run = client.get_run(running.user_attrs["mlflow_run_id"])
+    assert dead_run.info.status == "KILLED" and dead_run.data.tags["state"] == "FAIL"
+
+
+def test_tune_pipeline_prints_the_retrain_line_and_writes_the_summary(tmp_path):
+    import json
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "tune.py"), *tune_overrides(tmp_path, "study.n_trials=2"),
+         f"paths.output_dir={tmp_path}/out"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    keys = {
+        "study",
+        "n_complete",
+        "n_pruned",
+        "n_failed",
+        "best_value",
+        "best_params",
+        "best_overrides",
+        "mlflow_parent_run_id",
+    }
+    assert keys <= set(summary)
+    output = done.stdout + done.stderr
+    assert "make train ARGS=" in output and "model.dropout.hidden=" in output
+    assert output.count("trial    0 ") == 1  # one line per trial, no per-batch output
