@@ -171,6 +171,11 @@ def test_best_overrides_retrain_to_the_same_validation_value(tmp_path):
     assert retrained["metrics"]["val/acc_best"] == pytest.approx(summary["best_value"], abs=1e-9)
 
 
+def test_timeout_stops_asking_for_new_trials(tmp_path):
+    summary, cfg = run_study(tmp_path, "study.n_trials=50", "study.timeout=1")
+    assert 1 <= len(load(cfg).trials) < 50
+
+
 def test_cross_validation_objective(tmp_path):
     summary, cfg = run_study(tmp_path, "study.n_trials=2", "data.cv_folds=3", "study.pruner=none")
     study = load(cfg)
@@ -179,12 +184,8 @@ def test_cross_validation_objective(tmp_path):
         assert sorted(trial.intermediate_values) == [0, 1, 2]  # one report per fold
 
 
-@pytest.mark.slow
-def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_path):
-    overrides = tune_overrides(
-        tmp_path, "study.n_trials=2", "study.heartbeat_interval=1", "study.grace_period=3",
-        "trainer.max_epochs=60", "study.pruner=none",
-    )  # fmt: skip
+def start_worker_mid_trial(tmp_path, overrides):
+    """Start pipelines/tune.py and return (process, the trial it is running) once it trains."""
     worker = subprocess.Popen(
         [sys.executable, str(REPO / "pipelines" / "tune.py"), *overrides],
         stdout=subprocess.DEVNULL,
@@ -192,8 +193,7 @@ def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_pa
     )
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     deadline = time.time() + 120
-    running = None
-    while time.time() < deadline and running is None:
+    while time.time() < deadline:
         time.sleep(0.5)
         if not (tmp_path / "mlruns" / "optuna.db").exists():
             continue
@@ -201,23 +201,36 @@ def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_pa
             trials = optuna.load_study(study_name="s", storage=storage).trials
         except Exception:  # the worker is still creating the study
             continue
-        running = next(
-            (
-                t
-                for t in trials
-                if t.state == TrialState.RUNNING and t.user_attrs.get("mlflow_run_id")
-            ),
-            None,
-        )
-    assert running is not None, "the worker never started a trial"
-    time.sleep(1.0)  # let it train a few epochs
+        running = [
+            t for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+        ]
+        if running:
+            time.sleep(1.0)  # let it train a few epochs
+            return worker, running[0]
+    worker.kill()
+    pytest.fail("the worker never started a trial")
+
+
+SLOW_TRIALS = [
+    "study.n_trials=2",
+    "study.heartbeat_interval=1",
+    "study.grace_period=3",
+    "trainer.max_epochs=60",
+    "study.pruner=none",
+]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_path):
+    overrides = tune_overrides(tmp_path, *SLOW_TRIALS)
+    worker, running = start_worker_mid_trial(tmp_path, overrides)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     time.sleep(4)  # past the grace period
 
     cfg = compose_config(*overrides, config_name="tune")
     optimize(cfg, {"data": "digits"}, overrides)
-    study = optuna.load_study(study_name="s", storage=storage)
+    study = load(cfg)
     dead = study.trials[running.number]
     assert dead.state == TrialState.FAIL and "fail_reason" not in dead.user_attrs
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number)
@@ -227,6 +240,25 @@ def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_pa
     client = MlflowClient(cfg["tracking"]["uri"])
     dead_run = client.get_run(running.user_attrs["mlflow_run_id"])
     assert dead_run.info.status == "KILLED" and dead_run.data.tags["state"] == "FAIL"
+    retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])  # nests under the worker's parent
+    assert retry_run.data.tags["mlflow.parentRunId"] == dead_run.data.tags["mlflow.parentRunId"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_running_trial_at_once_and_queues_it_again(tmp_path):
+    overrides = tune_overrides(tmp_path, *SLOW_TRIALS)
+    worker, running = start_worker_mid_trial(tmp_path, overrides)
+    os.kill(worker.pid, signal.SIGINT)
+    assert worker.wait(timeout=60) != 0
+    cfg = compose_config(*overrides, config_name="tune")
+    study = load(cfg)
+    stopped = study.trials[running.number]
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs.get("interrupted")
+    queued = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(queued) == 1 and queued[0].params == stopped.params
+    client = MlflowClient(cfg["tracking"]["uri"])
+    assert client.get_run(running.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
 
 
 def test_tune_pipeline_prints_the_retrain_line_and_writes_the_summary(tmp_path):

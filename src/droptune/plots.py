@@ -41,7 +41,7 @@ def _optuna_plots(study: optuna.Study, out: Path) -> list[Path]:
             figure.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight")
             plt.close(figure)
             written += [out / f"{stem}.html", out / f"{stem}.png"]
-        except (ValueError, RuntimeError, ZeroDivisionError) as error:  # too few trials for it yet
+        except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as error:  # e.g. too few trials
             log.info("plot %s skipped: %s", stem, error)
     return written
 

@@ -191,7 +191,7 @@ def fit_folds(
     results: list[FitResult] = []
     for i, (train_index, val_index) in enumerate(folds):
         if cross_validating:
-            log.info("fold %d/%d", i + 1, len(folds))
+            log.debug("fold %d/%d", i + 1, len(folds))
         live = [] if cross_validating else sinks
         results.append(fit(cfg, arrays, train_index, val_index, live, callbacks, evaluate_test))
         if after_fold is not None and after_fold(i, results):

@@ -428,8 +428,9 @@ def optimize(
     finally:
         try:
             plots.log_study_plots(study, tracking, Path(cfg["paths"]["output_dir"]) / "plots")
-        finally:
-            tracking.close_parent(error)
+        except Exception:  # a plot must never cost the study's result
+            log.warning("study plots failed", exc_info=True)
+        tracking.close_parent(error)
     summary = _summary(study, parent, tracking)
     out = Path(cfg["paths"]["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
