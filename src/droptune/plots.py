@@ -28,21 +28,28 @@ OPTUNA_PLOTS = ("plot_optimization_history", "plot_param_importances", "plot_par
 
 
 def _optuna_plots(study: optuna.Study, out: Path) -> list[Path]:
+    """Each plot as HTML (plotly) and PNG (matplotlib); one that cannot be drawn yet is skipped."""
     written = []
+    n_params = max((len(t.params) for t in study.get_trials(deepcopy=False)), default=0)
     for name in OPTUNA_PLOTS:
         stem = name.removeprefix("plot_")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the matplotlib backend is "experimental"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the matplotlib backend is "experimental"
+            try:
                 getattr(plotly_plots, name)(study).write_html(out / f"{stem}.html")
+                written.append(out / f"{stem}.html")
+            except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as error:
+                log.info("plot %s.html skipped: %s", stem, error)
+            try:
                 axes = getattr(mpl_plots, name)(study)
-            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-            figure.set_size_inches(max(8, 1.1 * len(study.best_trial.params)), 5)
-            figure.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight")
-            plt.close(figure)
-            written += [out / f"{stem}.html", out / f"{stem}.png"]
-        except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as error:  # e.g. too few trials
-            log.info("plot %s skipped: %s", stem, error)
+            except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as error:
+                log.info("plot %s.png skipped: %s", stem, error)
+                continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.set_size_inches(max(8, 1.1 * n_params), 5)
+        figure.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        written.append(out / f"{stem}.png")
     return written
 
 
