@@ -166,3 +166,16 @@ def test_index_batches_cover_each_sample_once_in_a_new_order_each_epoch():
         assert torch.equal(bx[:, 0].long(), by)  # features stay with their labels
     replay = IndexBatches(x, y, 32, torch.Generator().manual_seed(0))
     assert torch.equal(torch.cat([b[1] for b in replay]), first)
+
+
+def test_training_probe_is_a_fixed_training_sample_as_large_as_validation():
+    x = np.arange(300, dtype=np.float32)[:, None]
+    module = TensorDataModule(
+        table(x, np.arange(300) % 2), np.arange(200), np.arange(200, 300), 32, standardize=False
+    )
+    module.setup()
+    probe_x, _ = module.tensors["train_probe"]
+    assert len(probe_x) == 100 and probe_x.max() < 200  # only training rows
+    assert len(probe_x.unique()) == 100
+    val_loader, probe_loader = module.val_dataloader()
+    assert torch.equal(torch.cat([b[0] for b in probe_loader]), probe_x)

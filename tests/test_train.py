@@ -44,14 +44,22 @@ def test_train_pipeline_logs_params_curves_config_and_summary(tmp_path):
     assert run.data.tags["dataset"] == "digits" and run.data.tags["seed"] == "0"
     assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
     assert run.data.tags["droptune_version"]
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "gap/acc"):
+    for key in (
+        "train/loss",
+        "train/acc",
+        "train/acc_eval",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "gap/acc",
+    ):
         history = client.get_metric_history(run.info.run_id, key)
         assert sorted(m.step for m in history)[:2] == [0, 1], key
     acc = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/acc")}
     best = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/acc_best")}
     assert best[1] == max(acc[0], acc[1])
     gap = client.get_metric_history(run.info.run_id, "gap/acc")[0].value
-    train_acc = client.get_metric_history(run.info.run_id, "train/acc")[0].value
+    train_acc = client.get_metric_history(run.info.run_id, "train/acc_eval")[0].value
     assert gap == pytest.approx(train_acc - acc[0])
     assert 0.5 < run.data.metrics["test/acc"] <= 1.0
     assert summary["metrics"]["test/acc"] == run.data.metrics["test/acc"]

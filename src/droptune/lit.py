@@ -1,8 +1,10 @@
 """The LightningModule: loss, the metric contract, optimizer, schedule, momentum ramp, max-norm.
 
 Epoch metrics are computed here once per epoch (one host sync), kept in `history`, and logged with
-`self.log` so Lightning callbacks can monitor them. The metric contract: train/loss, train/acc,
-val/loss, val/acc, val/acc_best, gap/acc (train acc - val acc), test/loss, test/acc.
+`self.log` so Lightning callbacks can monitor them. The metric contract: train/loss, train/acc
+(running, dropout on), train/acc_eval (dropout off, on a training sample the size of the validation
+set), val/loss, val/acc, val/acc_best, gap/acc (train/acc_eval - val/acc: overfitting), test/loss,
+test/acc.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class DropoutClassifier(L.LightningModule):
         self.model, self.optim = model, optim
         self.train_acc = MulticlassAccuracy(n_classes, average="micro")
         self.val_acc = MulticlassAccuracy(n_classes, average="micro")
+        self.train_eval_acc = MulticlassAccuracy(n_classes, average="micro")
         self.test_acc = MulticlassAccuracy(n_classes, average="micro")
         self.history: list[dict[str, float]] = []
         self.best_val_acc = float("-inf")
@@ -87,8 +90,12 @@ class DropoutClassifier(L.LightningModule):
         if hasattr(self.model, "apply_max_norm"):
             self.model.apply_max_norm()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val", self.val_acc)
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 0:
+            self._step(batch, "val", self.val_acc)
+        else:  # the training probe: accuracy with dropout off
+            x, y = batch
+            self.train_eval_acc.update(self.model(x), y)
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test", self.test_acc)
@@ -106,22 +113,24 @@ class DropoutClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # Validation runs after the epoch's last training batch, so both halves are complete here.
+        epoch_metrics = (self.train_acc, self.val_acc, self.train_eval_acc)
         if self.trainer.sanity_checking or "train" not in self._sums:
             self._sums.pop("val", None)
-            self.val_acc.reset()
+            for metric in epoch_metrics:
+                metric.reset()
             return
-        train_acc = self.train_acc.compute().item()
-        val_acc = self.val_acc.compute().item()
-        self.train_acc.reset()
-        self.val_acc.reset()
+        train_acc, val_acc, train_eval_acc = (m.compute().item() for m in epoch_metrics)
+        for metric in epoch_metrics:
+            metric.reset()
         self.best_val_acc = max(self.best_val_acc, val_acc)
         metrics = {
             "train/loss": self._mean_loss("train"),
             "train/acc": train_acc,
+            "train/acc_eval": train_eval_acc,
             "val/loss": self._mean_loss("val"),
             "val/acc": val_acc,
             "val/acc_best": self.best_val_acc,
-            "gap/acc": train_acc - val_acc,
+            "gap/acc": train_eval_acc - val_acc,
         }
         self.history.append(metrics)
         self.log_dict(metrics)

@@ -54,10 +54,11 @@ class EpochPublisher(L.Callback):
 
 def log_epoch(metrics: dict[str, float], epoch: int) -> None:
     log.info(
-        "epoch %3d  train/loss %.4f  train/acc %.4f  val/acc %.4f  best %.4f  gap %+.4f  %.2fs",
+        "epoch %3d  train/loss %.4f  train/acc %.4f (eval %.4f)  val/acc %.4f  best %.4f  gap %+.4f  %.2fs",
         epoch,
         metrics["train/loss"],
         metrics["train/acc"],
+        metrics["train/acc_eval"],
         metrics["val/acc"],
         metrics["val/acc_best"],
         metrics["gap/acc"],

@@ -125,6 +125,11 @@ class TensorDataModule(L.LightningDataModule):
 
         self.tensors["train"] = on_device(a.x_train[self.train_index], a.y_train[self.train_index])
         self.tensors["val"] = on_device(a.x_train[self.val_index], a.y_train[self.val_index])
+        # A fixed sample of the training part, as large as the validation part, evaluated like it
+        # (dropout off) so that train - val accuracy measures overfitting, not dropout's noise.
+        probe = np.random.default_rng(self.seed).permutation(len(self.train_index))
+        probe = self.train_index[np.sort(probe[: len(self.val_index)])]
+        self.tensors["train_probe"] = on_device(a.x_train[probe], a.y_train[probe])
         if a.x_test is not None:
             self.tensors["test"] = on_device(a.x_test, a.y_test)
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -132,8 +137,12 @@ class TensorDataModule(L.LightningDataModule):
     def train_dataloader(self) -> IndexBatches:
         return IndexBatches(*self.tensors["train"], self.batch_size, self.generator)
 
-    def val_dataloader(self) -> IndexBatches:
-        return IndexBatches(*self.tensors["val"], self.eval_batch_size)
+    def val_dataloader(self) -> list[IndexBatches]:
+        """The validation part, then the training probe (dataloader_idx 1)."""
+        return [
+            IndexBatches(*self.tensors["val"], self.eval_batch_size),
+            IndexBatches(*self.tensors["train_probe"], self.eval_batch_size),
+        ]
 
     def test_dataloader(self) -> IndexBatches:
         if "test" not in self.tensors:
