@@ -235,6 +235,12 @@ def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_pa
     assert dead.state == TrialState.FAIL and "fail_reason" not in dead.user_attrs
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number)
     assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    assert (
+        retry.user_attrs["resumed_from_epoch"] == len(dead.intermediate_values) > 0
+    )  # from its checkpoint
+    assert not (
+        tmp_path / "outputs" / "checkpoints" / "s" / f"trial_{dead.number}"
+    ).exists()  # cleaned
     assert budget_used(study) == 2
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
     client = MlflowClient(cfg["tracking"]["uri"])

@@ -122,3 +122,23 @@ def test_same_seed_same_result(make_cfg):
 def test_config_error_raised_by_train(make_cfg):
     with pytest.raises(ConfigError):
         train(make_cfg("optim.lr=-1"))
+
+
+def test_a_fit_resumed_from_its_epoch_checkpoint_equals_the_uninterrupted_fit(make_cfg, tmp_path):
+    import torch
+
+    from droptune.runner import fit, load_data, splits
+
+    cfg = make_cfg(
+        "trainer.max_epochs=4", "model.width=32", "optim.schedule=exponential", "optim.gamma=0.7"
+    )
+    arrays = load_data(cfg)
+    ((train_index, val_index),) = splits(cfg, arrays)
+    whole = fit(cfg, arrays, train_index, val_index)
+    first_half = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=2))
+    fit(first_half, arrays, train_index, val_index, checkpoint=tmp_path / "c.ckpt")
+    resumed = fit(cfg, arrays, train_index, val_index, checkpoint=tmp_path / "c.ckpt")
+    assert resumed.module.resumed_from_epoch == 2
+    assert resumed.history == whole.history  # same dropout masks, data order, optimizer state
+    for a, b in zip(whole.module.parameters(), resumed.module.parameters(), strict=True):
+        assert torch.equal(a, b)

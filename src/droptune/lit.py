@@ -59,6 +59,7 @@ class DropoutClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(n_classes, average="micro")
         self.history: list[dict[str, float]] = []
         self.best_val_acc = float("-inf")
+        self.resumed_from_epoch = 0
         self._sums: dict[str, tuple[torch.Tensor, int]] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,6 +140,24 @@ class DropoutClassifier(L.LightningModule):
         metrics = {"test/loss": self._mean_loss("test"), "test/acc": self.test_acc.compute().item()}
         self.test_acc.reset()
         self.log_dict(metrics)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["droptune"] = {
+            "history": self.history,
+            "best_val_acc": self.best_val_acc,
+            "rng": torch.get_rng_state(),  # dropout masks go on as if never interrupted
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming a trial keeps its curves and best-so-far: they are part of its result."""
+        state = checkpoint["droptune"]
+        self.history = list(state["history"])
+        self.best_val_acc = state["best_val_acc"]
+        self.resumed_from_epoch = len(self.history)
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def configure_optimizers(self):
         o = self.optim

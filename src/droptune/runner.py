@@ -9,6 +9,8 @@ import gc
 import json
 import logging
 import math
+import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +68,20 @@ def log_epoch(metrics: dict[str, float], epoch: int) -> None:
     )
 
 
+class EpochCheckpoint(L.Callback):
+    """Saves the fit's whole state after every epoch, atomically: a kill mid-write leaves the
+    previous checkpoint intact, so a retried trial always resumes from a readable one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staged = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(staged)
+        os.replace(staged, self.path)
+
+
 @dataclass
 class FitResult:
     module: DropoutClassifier
@@ -108,8 +124,13 @@ def fit(
     sinks: Sequence[EpochSink] = (),
     callbacks: Sequence[L.Callback] = (),
     evaluate_test: bool = False,
+    checkpoint: Path | None = None,
 ) -> FitResult:
-    """Train one model on one split; returns its per-epoch history (and test metrics if asked)."""
+    """Train one model on one split; returns its per-epoch history (and test metrics if asked).
+
+    With `checkpoint`, the state is saved there after every epoch, and a fit that finds one there
+    resumes from it (a retried trial).
+    """
     L.seed_everything(cfg["seed"], verbose=False)
     model = build_model(cfg["model"], arrays.input_shape, len(arrays.classes))
     module = DropoutClassifier(model, len(arrays.classes), build_optim(cfg["optim"]))
@@ -130,9 +151,10 @@ def fit(
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=1,
-        callbacks=[timer, *callbacks],
+        callbacks=[timer, *callbacks, *([EpochCheckpoint(checkpoint)] if checkpoint else [])],
     )
-    trainer.fit(module, datamodule=datamodule)
+    resume = checkpoint if checkpoint is not None and checkpoint.exists() else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
     device = str(trainer.strategy.root_device)
     result = FitResult(module, list(module.history), epoch_seconds=epoch_seconds, device=device)
     if evaluate_test:
@@ -183,10 +205,12 @@ def fit_folds(
     callbacks: Sequence[L.Callback] = (),
     evaluate_test: bool = False,
     after_fold: FoldHook | None = None,
+    checkpoint: Path | None = None,
 ) -> Fitted:
     """Fit one split (live sinks see every epoch) or k folds (fold-mean curves come back).
 
     after_fold(i, results) may return True to stop early (a pruned or failed CV trial).
+    `checkpoint` (one split only: a CV trial is refitted whole) saves and resumes the fit.
     """
     cross_validating = len(folds) > 1
     results: list[FitResult] = []
@@ -194,7 +218,10 @@ def fit_folds(
         if cross_validating:
             log.debug("fold %d/%d", i + 1, len(folds))
         live = [] if cross_validating else sinks
-        results.append(fit(cfg, arrays, train_index, val_index, live, callbacks, evaluate_test))
+        saved = None if cross_validating else checkpoint
+        results.append(
+            fit(cfg, arrays, train_index, val_index, live, callbacks, evaluate_test, saved)
+        )
         if after_fold is not None and after_fold(i, results):
             break
     if not cross_validating:
@@ -275,6 +302,7 @@ class TrialSpec:
 
     trial: optuna.Trial
     config: dict[str, Any]
+    checkpoint: Path | None = None  # shared by a trial and its retries, removed when it ends
 
 
 @dataclass
@@ -353,7 +381,13 @@ class SequentialRunner:
                 sinks=[lambda m, e: self.tracking.tracker.log_metrics(run_id, m, e)],
                 callbacks=[reporter],
                 after_fold=reporter.after_fold if len(self.folds) > 1 else None,
+                checkpoint=spec.checkpoint,
             )
+            resumed = fitted.folds[0].module.resumed_from_epoch
+            if resumed:  # the retried trial's first epochs: its run's curves start at epoch 0
+                trial.set_user_attr("resumed_from_epoch", resumed)
+                for epoch, metrics in enumerate(fitted.folds[0].history[:resumed]):
+                    self.tracking.tracker.log_metrics(run_id, metrics, epoch)
             for epoch, curve in enumerate(fitted.curves):
                 self.tracking.tracker.log_metrics(run_id, curve, epoch)
             epochs = len(fitted.folds[0].history)
@@ -367,6 +401,8 @@ class SequentialRunner:
             outcome = TrialOutcome(TrialState.FAIL, reason=f"{type(error).__name__}: {error}")
         finally:
             gc.collect()
+        if spec.checkpoint is not None:
+            shutil.rmtree(spec.checkpoint.parent, ignore_errors=True)
         self._describe(trial, config, outcome)
         summary = {k: v for k, v in outcome.metrics.items() if k not in curve_keys}
         self.tracking.finish_trial(run_id, outcome.state.name, outcome.reason, summary, epochs)

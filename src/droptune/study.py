@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 import threading
 import time
 import warnings
@@ -18,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+    fail_stale_trials,
+)
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from droptune import plots
@@ -146,12 +154,25 @@ class StaleTrialHandler:
         self.retry(study, trial)
 
 
-def make_storage(study: Mapping[str, Any], on_stale: StaleTrialHandler) -> RDBStorage:
+def make_storage(study: Mapping[str, Any], on_stale: StaleTrialHandler) -> BaseStorage:
+    """An RDB URL (sqlite, postgresql) or, without a scheme, a journal file on a shared filesystem."""
     url = study["storage"]
-    engine_kwargs: dict[str, Any] = {}
+    if "://" not in url:
+        path = Path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs: dict[str, Any]
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # several processes on one file wait for each other's write lock instead of failing
         engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:  # a server shared by many workers: a small pool per worker, dropped connections noticed
+        engine_kwargs = {
+            "pool_size": study.get("pool_size", 2),
+            "max_overflow": 2,
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+        }
     return RDBStorage(
         url,
         engine_kwargs=engine_kwargs,
@@ -198,21 +219,31 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 def open_study(
     cfg: Mapping[str, Any],
-    storage: RDBStorage,
+    storage: BaseStorage,
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
-) -> optuna.Study:
-    """Create the study, or resume it after checking its direction and fingerprint."""
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or resume it after checking its direction and fingerprint.
+
+    Returns (study, created). Creation is atomic in the storage (study names are unique), so of
+    many workers starting together exactly one creates it: that one also creates the MLflow parent.
+    """
     s = cfg["study"]
     parts = fingerprint(cfg, cfg["search"]["space"])
-    study = optuna.create_study(
-        study_name=s["name"],
-        storage=storage,
-        sampler=sampler,
-        pruner=pruner,
-        direction=s["direction"],
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            study_name=s["name"],
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=s["direction"],
+        )
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(
+            study_name=s["name"], storage=storage, sampler=sampler, pruner=pruner
+        )
+        created = False
     if study.direction.name.lower() != s["direction"]:
         raise ConfigError(
             "study.direction",
@@ -220,10 +251,7 @@ def open_study(
             f"{study.direction.name.lower()}, as study {s['name']!r} was made",
         )
     stored = study.user_attrs.get("fingerprint_parts")
-    if stored is None:
-        study.set_user_attr("fingerprint_parts", parts)
-        study.set_user_attr("fingerprint", _digest(parts))
-    elif stored != parts:
+    if stored is not None and stored != parts:
         changes = "; ".join(_differences(stored, parts))
         if not s.get("allow_changes"):
             raise ConfigError(
@@ -233,9 +261,21 @@ def open_study(
                 "or resume it anyway with study.allow_changes=true",
             )
         log.warning("resuming %s with changed settings: %s", s["name"], changes)
+    if stored != parts:
         study.set_user_attr("fingerprint_parts", parts)
         study.set_user_attr("fingerprint", _digest(parts))
-    return study
+    return study, created
+
+
+def parent_run_id(study: optuna.Study, created: bool, wait_s: float = 60.0) -> str | None:
+    """The MLflow parent run of a study: set by the worker that created it. Others wait for it
+    (briefly: if that worker died first, None lets the caller find or create it by its tags)."""
+    deadline = time.monotonic() + (0 if created else wait_s)
+    while True:
+        known = study.user_attrs.get("mlflow_parent_run_id")
+        if known or time.monotonic() >= deadline:
+            return known
+        time.sleep(0.5)
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
@@ -253,19 +293,28 @@ def budget_used(study: optuna.Study, before_number: int | None = None) -> int:
     )
 
 
-class Heartbeat:
-    """Records heartbeats for the trials this process is running, from a background thread."""
+JOURNAL_HEARTBEAT = "droptune_heartbeat"
 
-    def __init__(self, storage: RDBStorage, trial_ids: Sequence[int]) -> None:
-        self.storage, self.trial_ids = storage, list(trial_ids)
-        self.interval = storage.get_heartbeat_interval()
+
+class Heartbeat:
+    """Records heartbeats for the trials this process is running, from a background thread.
+
+    RDB storages keep Optuna's own heartbeat table; a journal file has none, so there the time is
+    kept as a trial system attribute and `fail_stale` reads it back.
+    """
+
+    def __init__(self, storage: BaseStorage, trial_ids: Sequence[int], interval: int) -> None:
+        self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
         while True:
             for trial_id in self.trial_ids:
-                self.storage.record_heartbeat(trial_id)
+                if isinstance(self.storage, RDBStorage):
+                    self.storage.record_heartbeat(trial_id)
+                else:
+                    self.storage.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT, time.time())
             if self._stop.wait(self.interval):
                 return
 
@@ -276,6 +325,33 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def fail_stale(study: optuna.Study, grace_period: int, handler: StaleTrialHandler) -> None:
+    """Fail (and re-queue) RUNNING trials whose worker stopped sending heartbeats."""
+    storage = study._storage
+    if isinstance(storage, RDBStorage):
+        fail_stale_trials(study)
+        return
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        last = trial.system_attrs.get(JOURNAL_HEARTBEAT, trial.datetime_start.timestamp())
+        if now - last > grace_period:
+            try:
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker failed it first
+            handler(study, storage.get_trial(trial._trial_id))
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (SLURM preemption, time limit) raises SystemExit, so the running trial is failed,
+    queued again and its MLflow run closed, instead of the process vanishing mid-write."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -299,7 +375,7 @@ def retrain_base(choices: Mapping[str, Any], cli_overrides: Sequence[str]) -> li
     return groups + kept
 
 
-def _existing_trials(storage: RDBStorage, name: str) -> int:
+def _existing_trials(storage: BaseStorage, name: str) -> int:
     if name not in optuna.study.get_all_study_names(storage):
         return 0
     return storage.get_n_trials(storage.get_study_id_from_name(name))
@@ -360,10 +436,11 @@ def optimize(
     storage = make_storage(s, handler)
     sampler = make_sampler(s, space, cfg["seed"] + _existing_trials(storage, s["name"]))
     pruner = make_pruner(s, len(folds) if len(folds) > 1 else cfg["trainer"]["max_epochs"])
-    study = open_study(cfg, storage, sampler, pruner)
+    study, created = open_study(cfg, storage, sampler, pruner)
     parent = tracking.open_parent(
         s["name"],
-        study.user_attrs.get("mlflow_parent_run_id"),
+        parent_run_id(study, created),
+        created,
         {
             "study.name": s["name"],
             "study.storage": mask_url(s["storage"]),
@@ -393,7 +470,7 @@ def optimize(
     error: BaseException | None = None
     try:
         while time.monotonic() < stop_at:
-            fail_stale_trials(study)
+            fail_stale(study, s["grace_period"], handler)
             room = s["n_trials"] - budget_used(study)
             if room <= 0 or (
                 isinstance(sampler, AskTellGridSampler) and sampler.is_exhausted(study)
@@ -409,10 +486,12 @@ def optimize(
                 overrides = suggest(trial, space)
                 config = apply(cfg, overrides)
                 trial.set_user_attr("overrides", base + hydra_overrides(config, overrides))
-                batch.append(TrialSpec(trial, config))
+                batch.append(TrialSpec(trial, config, _checkpoint(s, storage, trial, len(folds))))
             if not batch:
                 break
-            with Heartbeat(storage, [spec.trial._trial_id for spec in batch]):
+            with Heartbeat(
+                storage, [spec.trial._trial_id for spec in batch], s["heartbeat_interval"]
+            ):
                 try:
                     outcomes = runner.run(batch)
                 except BaseException:
@@ -436,6 +515,16 @@ def optimize(
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _checkpoint(
+    s: Mapping[str, Any], storage: BaseStorage, trial: optuna.Trial, n_folds: int
+) -> Path | None:
+    """Per-trial checkpoint path; a retry uses the one of the trial it retries (its lineage)."""
+    if not s.get("checkpoint_dir") or n_folds > 1:
+        return None
+    lineage = storage.get_trial_system_attrs(trial._trial_id).get("failed_trial", trial.number)
+    return Path(s["checkpoint_dir"]) / f"trial_{lineage}" / "last.ckpt"
 
 
 def _requeue_interrupted(

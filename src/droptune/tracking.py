@@ -110,12 +110,13 @@ class StudyTracking:
         self.parent_run_id: str | None = None
 
     def open_parent(
-        self, study_name: str, known_run_id: str | None, info: Mapping[str, Any]
+        self, study_name: str, known_run_id: str | None, create: bool, info: Mapping[str, Any]
     ) -> str:
-        """Reuse the study's parent run (reopened as RUNNING) or create it; returns its id."""
+        """Reuse the study's parent run (reopened as RUNNING) or, for the study's creator (or when
+        none can be found), create it; returns its id."""
         client = self.tracker.client
         run_id = known_run_id
-        if run_id is None:
+        if run_id is None and not create:
             found = client.search_runs(
                 [self.tracker.experiment_id],
                 filter_string=f"tags.droptune_study = '{study_name}' and tags.droptune_role = 'study'",

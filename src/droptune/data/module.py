@@ -99,6 +99,7 @@ class TensorDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.standardize, self.seed = standardize, seed
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.generator = torch.Generator().manual_seed(seed)  # the training order
 
     def _scaler(self):
         """A function raw -> float32 features, fitted on the training part only."""
@@ -132,7 +133,13 @@ class TensorDataModule(L.LightningDataModule):
         self.tensors["train_probe"] = on_device(a.x_train[probe], a.y_train[probe])
         if a.x_test is not None:
             self.tensors["test"] = on_device(a.x_test, a.y_test)
-        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A resumed fit continues the same sequence of shuffles."""
+        self.generator.set_state(state_dict["generator"])
 
     def train_dataloader(self) -> IndexBatches:
         return IndexBatches(*self.tensors["train"], self.batch_size, self.generator)
