@@ -7,9 +7,10 @@ ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 MLFLOW_URI ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
+ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast train tune ui clean
+.PHONY: help install postgresql lint format test test-fast train tune worker mlflow-server ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,7 +18,11 @@ help: ## list the targets
 install: ## create .venv and install droptune with its dev tools
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,slurm]'
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(MAKE) --no-print-directory postgresql
+
+postgresql: ## install Debian's PostgreSQL server (the cluster tests start throwaway ones)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
 
 lint: ## ruff check and format check
 	$(VENV)/bin/ruff check .
@@ -38,6 +43,14 @@ train: ## train one config: make train ARGS="data=fashion_mnist model.dropout.hi
 
 tune: ## start or resume a study: make tune ARGS="data=mnist study.n_trials=200"
 	$(PY) pipelines/tune.py $(ARGS)
+
+worker: ## a cluster worker: make worker ARGS="study=postgres tracking=server study.name=x"
+	$(PY) pipelines/tune.py $(ARGS)
+
+mlflow-server: ## MLflow server: MLFLOW_BACKEND_STORE_URI (PostgreSQL), artifacts in mlruns/server-artifacts
+	@test -n "$(MLFLOW_BACKEND_STORE_URI)" || { echo "set MLFLOW_BACKEND_STORE_URI=postgresql+psycopg://user:pass@host/mlflow"; exit 2; }
+	$(VENV)/bin/mlflow server --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" \
+		--artifacts-destination "$(ARTIFACTS_DESTINATION)" --host $(UI_HOST) --port $(UI_PORT)
 
 ui: ## MLflow UI on http://127.0.0.1:5000 (UI_HOST / UI_PORT to change)
 	@echo "droptune runs (open these: MLflow opens experiments on a GenAI page without runs):"

@@ -51,3 +51,28 @@ def http_dir(tmp_path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the whole test session."""
+    from cluster import Postgres, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip(
+            "PostgreSQL server binaries not found: `make install` installs Debian's postgresql"
+        )
+    server = Postgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """An MLflow tracking server whose backend store is a database on that PostgreSQL."""
+    from cluster import MlflowServer
+
+    backend = postgres.create_database("mlflow")
+    server = MlflowServer(backend, tmp_path_factory.mktemp("mlflow") / "artifacts").wait()
+    yield server
+    server.stop()

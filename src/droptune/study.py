@@ -8,9 +8,13 @@ fit plugs in without changing it. Heartbeats are recorded here (Optuna only reco
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import os
+import random
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import (
     BaseStorage,
     JournalStorage,
@@ -34,7 +39,7 @@ from droptune.config import validate
 from droptune.errors import ConfigError
 from droptune.runner import SequentialRunner, TrialOutcome, TrialSpec, load_data, splits
 from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest
-from droptune.tracking import StudyTracking, Tracker
+from droptune.tracking import StudyTracking, Tracker, mask_url
 
 log = logging.getLogger("droptune")
 # Heartbeats, TPE's `group` and fail_stale_trials are marked experimental; the ask/tell loop below
@@ -64,6 +69,13 @@ def validate_study(cfg: Mapping[str, Any]) -> None:
     s = cfg["study"]
     if not s.get("name"):
         raise ConfigError("study.name", s.get("name"), "a non-empty name")
+    if not s.get("storage"):
+        raise ConfigError(
+            "study.storage",
+            s.get("storage"),
+            "a storage URL (sqlite:///..., postgresql+psycopg://...) or a journal file path; "
+            "with study=postgres, export DROPTUNE_STORAGE=postgresql+psycopg://user:pass@host/db",
+        )
     metric = study_metric(cfg)
     cv = bool(cfg["data"].get("cv_folds"))
     allowed = [m for m in METRICS if m.startswith("cv/") == cv]
@@ -133,15 +145,6 @@ def make_pruner(study: Mapping[str, Any], max_steps: int) -> optuna.pruners.Base
     return optuna.pruners.NopPruner()
 
 
-def mask_url(url: str) -> str:
-    """A storage URL with its password hidden, for logs, MLflow and summaries."""
-    if "://" not in url or "@" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 class StaleTrialHandler:
     """Runs when a trial of a dead worker is failed: closes its tracking, then re-queues it."""
 
@@ -173,13 +176,21 @@ def make_storage(study: Mapping[str, Any], on_stale: StaleTrialHandler) -> BaseS
             "pool_pre_ping": True,
             "pool_recycle": 1800,
         }
-    return RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=study["heartbeat_interval"],
-        grace_period=study["grace_period"],
-        heartbeat_stale_trial_callback=on_stale,
-    )
+    for attempt in itertools.count():
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=study["heartbeat_interval"],
+                grace_period=study["grace_period"],
+                heartbeat_stale_trial_callback=on_stale,
+            )
+        except sqlalchemy.exc.DBAPIError:
+            # Workers starting together on an empty database race to create its tables; the
+            # losers see "already exists" errors and find the tables there on the next try.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
 
 
 def fingerprint(cfg: Mapping[str, Any], raw_space: Mapping[str, Any]) -> dict[str, Any]:
@@ -356,6 +367,10 @@ def exit_on_sigterm() -> None:
 
 # ---- the loop -----------------------------------------------------------------------------------
 
+# Which process ran a trial: host, pid and, under SLURM, the job (array) id.
+WORKER = ":".join(
+    filter(None, [socket.gethostname(), str(os.getpid()), os.environ.get("SLURM_JOB_ID")])
+)
 NOT_RETRAIN_KEYS = ("study", "search", "hydra", "~hydra", "paths.output_dir")
 
 
@@ -468,14 +483,28 @@ def optimize(
         mask_url(s["storage"]),
     )
     error: BaseException | None = None
+    waited = False
     try:
         while time.monotonic() < stop_at:
             fail_stale(study, s["grace_period"], handler)
-            room = s["n_trials"] - budget_used(study)
-            if room <= 0 or (
-                isinstance(sampler, AskTellGridSampler) and sampler.is_exhausted(study)
-            ):
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            # queued retries are counted already: they are run, not added
+            room = s["n_trials"] - budget_used(study) + states.count(TrialState.WAITING)
+            if isinstance(sampler, AskTellGridSampler) and sampler.is_exhausted(study):
                 break
+            if room <= 0:
+                if TrialState.RUNNING not in states:
+                    break
+                # Others' last trials: stay until they finish, or their worker is found dead
+                # and its trial queued again for us.
+                if not waited:
+                    log.info(
+                        "budget taken; waiting for %d running trial(s)",
+                        states.count(TrialState.RUNNING),
+                    )
+                    waited = True
+                time.sleep(s["heartbeat_interval"])
+                continue
             batch = []
             for _ in range(min(room, runner.capacity)):
                 trial = study.ask()
@@ -486,6 +515,7 @@ def optimize(
                 overrides = suggest(trial, space)
                 config = apply(cfg, overrides)
                 trial.set_user_attr("overrides", base + hydra_overrides(config, overrides))
+                trial.set_user_attr("worker", WORKER)
                 batch.append(TrialSpec(trial, config, _checkpoint(s, storage, trial, len(folds))))
             if not batch:
                 break

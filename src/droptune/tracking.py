@@ -6,6 +6,9 @@ status, where a study needs epoch steps and the trial's own state (COMPLETE / PR
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import random
 import subprocess
 import sys
 import time
@@ -13,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 import yaml
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
@@ -35,6 +39,25 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def mask_url(url: str) -> str:
+    """A database URL with its password hidden, for logs, MLflow and summaries."""
+    if "://" not in url or "@" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def masked(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with every storage / tracking URL's password hidden."""
+    return {
+        k: masked(v)
+        if isinstance(v, Mapping)
+        else (mask_url(v) if k in ("storage", "uri") and isinstance(v, str) else v)
+        for k, v in config.items()
+    }
+
+
 def git_commit(directory: str | Path) -> str:
     try:
         out = subprocess.run(
@@ -45,13 +68,40 @@ def git_commit(directory: str | Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+@contextlib.contextmanager
+def _store_init_lock(uri: str):
+    """Processes on one machine open a SQLite store one at a time: MLflow creates and migrates its
+    tables on first open, and two processes doing that at once corrupt the migration."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class Tracker:
     """An MLflow experiment on one tracking store."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: str | None = None) -> None:
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment_id(experiment, artifact_root)
+        with _store_init_lock(uri):
+            for attempt in range(6):
+                try:
+                    self.client = MlflowClient(tracking_uri=uri)
+                    self.experiment_id = self._experiment_id(experiment, artifact_root)
+                    break
+                except (MlflowException, sqlalchemy.exc.DBAPIError):
+                    # Workers opening a new database store together race to create its tables;
+                    # the losers find them made a moment later.
+                    if attempt == 5:
+                        raise
+                    time.sleep(1.0 + random.random())
 
     def _experiment_id(self, name: str, artifact_root: str | None) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -74,7 +124,8 @@ class Tracker:
         return run.info.run_id
 
     def log_config(self, run_id: str, config: Mapping[str, Any]) -> None:
-        """Flattened resolved config as params, and the whole of it as config.yaml."""
+        """Flattened resolved config as params, and the whole of it as config.yaml (passwords masked)."""
+        config = masked(config)
         params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
         for start in range(0, len(params), PARAM_BATCH):
             self.client.log_batch(run_id, params=params[start : start + PARAM_BATCH])
