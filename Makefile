@@ -10,7 +10,7 @@ MLFLOW_URI ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
 ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
 
 .DEFAULT_GOAL := help
-.PHONY: help install postgresql lint format test test-fast train tune worker mlflow-server ui clean
+.PHONY: help install servers lint format test test-fast train tune worker mlflow-server ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,10 +19,11 @@ install: ## create .venv and install droptune with its dev tools
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,slurm]'
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(MAKE) --no-print-directory postgresql
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v slurmctld munged >/dev/null \
+		|| $(MAKE) --no-print-directory servers
 
-postgresql: ## install Debian's PostgreSQL server (the cluster tests start throwaway ones)
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+servers: ## install Debian's PostgreSQL, SLURM and munge (the cluster tests start throwaway ones)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql slurm-wlm munge
 
 lint: ## ruff check and format check
 	$(VENV)/bin/ruff check .

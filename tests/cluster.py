@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -134,3 +136,99 @@ class MlflowServer:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def slurm_missing() -> str | None:
+    """Why a local SLURM cannot be started here, or None."""
+    for tool in ("slurmctld", "slurmd", "sbatch", "munged"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found: `make install` installs Debian's slurm-wlm and munge"
+    if os.geteuid() != 0:
+        return "the single-node SLURM of the tests runs its daemons as root"
+    return None
+
+
+class Slurm:
+    """A single-node SLURM on this machine: munged on a private socket, slurmctld and slurmd."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="droptune-slurm-"))
+        self.conf = self.dir / "slurm.conf"
+        self.env = dict(os.environ, SLURM_CONF=str(self.conf))
+
+    def _daemon(self, *command: str) -> None:
+        subprocess.run(command, check=True, capture_output=True, timeout=60, env=self.env)
+
+    def start(self) -> Slurm:
+        d, host = self.dir, socket.gethostname()
+        key = d / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
+        self._daemon(
+            "munged", "--force", f"--socket={d}/munge.sock", f"--key-file={key}",
+            f"--pid-file={d}/munged.pid", f"--log-file={d}/munged.log", f"--seed-file={d}/munge.seed",
+        )  # fmt: skip
+        (d / "state").mkdir()
+        (d / "spool").mkdir()
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 - 1024
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=droptune-test", f"SlurmctldHost={host}", "SlurmUser=root",
+                    "SlurmdUser=root", "AuthType=auth/munge", "CredType=cred/munge",
+                    f"AuthInfo=socket={d}/munge.sock", "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
+                    "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
+                    f"StateSaveLocation={d}/state", f"SlurmdSpoolDir={d}/spool",
+                    f"SlurmctldPidFile={d}/slurmctld.pid", f"SlurmdPidFile={d}/slurmd.pid",
+                    f"SlurmctldLogFile={d}/slurmctld.log", f"SlurmdLogFile={d}/slurmd.log",
+                    f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
+                    "ReturnToService=2", "MpiDefault=none",
+                    f"NodeName={host} CPUs={os.cpu_count()} RealMemory={memory_mb} State=UNKNOWN",
+                    f"PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+                ]
+            )
+            + "\n"
+        )  # fmt: skip
+        self._daemon("slurmctld", "-f", str(self.conf))
+        self._daemon("slurmd", "-f", str(self.conf))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            state = subprocess.run(
+                ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=self.env
+            )
+            if state.stdout.strip() == "idle":
+                return self
+            time.sleep(0.5)
+        raise RuntimeError(f"slurmd never became idle: {(d / 'slurmd.log').read_text()[-1500:]}")
+
+    def sbatch(self, *args: str, env: dict[str, str]) -> str:
+        done = subprocess.run(
+            ["sbatch", "--parsable", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**env, **self.env},
+        )
+        return done.stdout.strip().split(";")[0]
+
+    def wait(self, job_id: str, timeout: float = 600) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            queued = subprocess.run(
+                ["squeue", "-h", "-j", job_id], capture_output=True, text=True, env=self.env
+            )
+            if not queued.stdout.strip():
+                return
+            time.sleep(1)
+        raise TimeoutError(f"job {job_id} still queued after {timeout}s")
+
+    def stop(self) -> None:
+        subprocess.run(["scontrol", "shutdown"], capture_output=True, env=self.env, timeout=30)
+        for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
+            path = self.dir / pid_file
+            if path.exists():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(path.read_text().strip()), signal.SIGTERM)
+        time.sleep(1)
+        shutil.rmtree(self.dir, ignore_errors=True)

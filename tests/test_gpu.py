@@ -1,0 +1,21 @@
+"""On a CUDA machine: training runs on the GPU with the data resident there (skipped elsewhere)."""
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+]
+
+
+def test_auto_accelerator_trains_on_the_gpu_with_resident_data(make_cfg):
+    from droptune.runner import fit, load_data, splits
+
+    cfg = make_cfg("trainer.accelerator=auto", "trainer.max_epochs=2", "model.width=64")
+    arrays = load_data(cfg)
+    ((train_index, val_index),) = splits(cfg, arrays)
+    result = fit(cfg, arrays, train_index, val_index)
+    assert result.device.startswith("cuda")
+    assert next(result.module.parameters()).is_cuda
+    assert result.history[-1]["val/acc"] > 0.5
