@@ -24,7 +24,7 @@ FAST = ["data=digits", "trainer.accelerator=cpu", "trainer.max_epochs=3", "model
 SLOW = [
     "data=digits",
     "trainer.accelerator=cpu",
-    "trainer.max_epochs=40",
+    "trainer.max_epochs=80",
     "model.width=32",
     "study.pruner=none",
 ]

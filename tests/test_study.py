@@ -205,7 +205,7 @@ def start_worker_mid_trial(tmp_path, overrides):
             t for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
         ]
         if running:
-            time.sleep(1.0)  # let it train a few epochs
+            time.sleep(0.5)  # let it train a few epochs (a trial takes 200)
             return worker, running[0]
     worker.kill()
     pytest.fail("the worker never started a trial")
@@ -215,7 +215,7 @@ SLOW_TRIALS = [
     "study.n_trials=2",
     "study.heartbeat_interval=1",
     "study.grace_period=3",
-    "trainer.max_epochs=60",
+    "trainer.max_epochs=200",
     "study.pruner=none",
 ]
 

@@ -78,7 +78,7 @@ class EpochCheckpoint(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staged = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(staged)
+        trainer.save_checkpoint(staged, weights_only=False)
         os.replace(staged, self.path)
 
 
