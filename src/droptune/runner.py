@@ -322,7 +322,8 @@ class TrialReporter(L.Callback):
         self.pruned = False
         self.failure: str | None = None
 
-    def _report(self, value: float, step: int) -> bool:
+    def report(self, value: float, step: int) -> bool:
+        """Report one step's value; True when the pruner says stop."""
         self.trial.report(value, step)
         self.pruned = self.trial.should_prune()
         return self.pruned
@@ -333,7 +334,7 @@ class TrialReporter(L.Callback):
         if bad is not None:
             self.failure = f"{bad} is {metrics[bad]} at epoch {trainer.current_epoch}"
             trainer.should_stop = True
-        elif self.metric in metrics and self._report(metrics[self.metric], trainer.current_epoch):
+        elif self.metric in metrics and self.report(metrics[self.metric], trainer.current_epoch):
             trainer.should_stop = True
 
     def after_fold(self, index: int, results: list[FitResult]) -> bool:
@@ -341,7 +342,7 @@ class TrialReporter(L.Callback):
             return True
         fold_metric = CV_FOLD_METRIC[self.metric]
         running_mean = float(np.mean([r.history[-1][fold_metric] for r in results]))
-        return self._report(running_mean, index)
+        return self.report(running_mean, index)
 
 
 class SequentialRunner:

@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from droptune import plots
 from droptune.config import validate
 from droptune.errors import ConfigError
+from droptune.fused import FusedRunner
 from droptune.runner import SequentialRunner, TrialOutcome, TrialSpec, load_data, splits
 from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest
 from droptune.tracking import StudyTracking, Tracker, mask_url
@@ -85,6 +86,11 @@ def validate_study(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("study.direction", s.get("direction"), "maximize or minimize")
     if s["direction"] != METRICS[metric]:
         raise ConfigError("study.direction", s["direction"], f"{METRICS[metric]} for {metric}")
+    if s.get("runner", "standard") not in ("standard", "fused"):
+        raise ConfigError("study.runner", s.get("runner"), "standard or fused")
+    k = (s.get("fused") or {}).get("k")
+    if s.get("runner") == "fused" and (not isinstance(k, int) or k < 1):
+        raise ConfigError("study.fused.k", k, "an integer >= 1: trials trained together in one fit")
     if s.get("sampler") not in SAMPLERS:
         raise ConfigError("study.sampler", s.get("sampler"), f"one of {', '.join(SAMPLERS)}")
     if s.get("pruner") not in PRUNERS:
@@ -473,6 +479,8 @@ def optimize(
         parent, json.dumps(cfg["search"]["space"], indent=2, default=str), "search_space.json"
     )
     runner = SequentialRunner(arrays, folds, metric, tracking, s["name"])
+    if s.get("runner", "standard") == "fused":
+        runner = FusedRunner(s["fused"]["k"], runner, arrays, folds, metric, tracking, s["name"])
     base = retrain_base(choices or {}, cli_overrides)
     stop_at = time.monotonic() + s["timeout"] if s.get("timeout") else float("inf")
     log.info(

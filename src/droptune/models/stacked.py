@@ -1,0 +1,171 @@
+"""K MLPs of one shape family trained as one: parameters stacked along a leading member axis.
+
+Each member keeps everything a trial samples: its own widths (padded to the group's widest, the
+padding masked so each member computes exactly its own narrower network), dropout rates at every
+site, max-norm c, initialisation, data order and dropout masks. Randomness is counter-based (a hash
+of the member's seed, the step, the site and the unit), so a member's masks and data order do not
+depend on which other members share its group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from droptune.models.nets import ACTIVATIONS
+
+FUSED_VARIANTS = ("inverted", "classic", "gaussian")
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """A 64-bit integer hash (splitmix64's finaliser, on signed int64 with wrap-around)."""
+    x = x ^ ((x >> 30) & 0x3FFFFFFFF)
+    x = x * -4658895280553007687  # 0xbf58476d1ce4e5b9
+    x = x ^ ((x >> 27) & 0x1FFFFFFFFF)
+    x = x * -7723592293110705685  # 0x94d049bb133111eb
+    return x ^ ((x >> 31) & 0x1FFFFFFFF)
+
+
+def uniform(keys: torch.Tensor, *shape: int) -> torch.Tensor:
+    """Uniform [0, 1) floats of shape (K, *shape), one stream per member key (K,) int64.
+
+    Element (i, j) draws from counter i * 2**24 + j: the same value whatever the padded width.
+    """
+    offsets = torch.arange(shape[-1], device=keys.device, dtype=torch.int64)
+    if len(shape) == 2:
+        rows = torch.arange(shape[0], device=keys.device, dtype=torch.int64)
+        offsets = (rows.view(-1, 1) << 24) + offsets.view(1, -1)
+    bits = _mix(keys.view(-1, *([1] * len(shape))) * 1_000_003 + offsets.unsqueeze(0))
+    return ((bits >> 40) & 0xFFFFFF).to(torch.float32).mul_(2.0**-24)
+
+
+def member_keys(seeds: torch.Tensor, *counters: int) -> torch.Tensor:
+    """One key per member for one use (epoch / step / site): hash of the seed and counters."""
+    key = seeds.clone()
+    for counter in counters:
+        key = _mix(key * 31 + counter)
+    return key
+
+
+class StackedMLP(nn.Module):
+    """K fully connected classifiers; forward takes (K, B, in_dim) and returns (K, B, n_classes)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        n_classes: int,
+        widths: Sequence[Sequence[int]],
+        seeds: Sequence[int],
+        input_rates: Sequence[float],
+        hidden_rates: Sequence[Sequence[float]],
+        output_rates: Sequence[float],
+        max_norms: Sequence[float | None],
+        activation: str = "relu",
+        placement: str = "after",
+        variant: str = "inverted",
+    ) -> None:
+        super().__init__()
+        if variant not in FUSED_VARIANTS:
+            raise ValueError(f"fused variant {variant!r} is not one of {FUSED_VARIANTS}")
+        depths = {len(w) for w in widths}
+        if len(depths) != 1:
+            raise ValueError(f"a group shares its depth; got depths {sorted(depths)}")
+        self.activation = ACTIVATIONS[activation]()
+        self.placement, self.variant = placement, variant
+        k, depth = len(widths), depths.pop()
+        sizes = [[in_dim, *w, n_classes] for w in widths]
+        padded = [max(s[i] for s in sizes) for i in range(depth + 2)]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for layer in range(depth + 1):
+            weight = torch.zeros(k, padded[layer], padded[layer + 1])
+            bias = torch.zeros(k, 1, padded[layer + 1])
+            for member, (size, seed) in enumerate(zip(sizes, seeds, strict=True)):
+                fan_in, fan_out = size[layer], size[layer + 1]
+                generator = torch.Generator().manual_seed(int(seed) * 1009 + layer)
+                bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default init
+                weight[member, :fan_in, :fan_out] = torch.empty(fan_in, fan_out).uniform_(
+                    -bound, bound, generator=generator
+                )
+                bias[member, 0, :fan_out] = torch.empty(fan_out).uniform_(
+                    -bound, bound, generator=generator
+                )
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(bias))
+        units = torch.zeros(k, depth, max(padded[1:-1]))
+        for member, size in enumerate(sizes):
+            for layer in range(depth):
+                units[member, layer, : size[layer + 1]] = 1.0
+        self.register_buffer("unit_mask", units)
+        self.register_buffer("seeds", torch.tensor([int(s) for s in seeds], dtype=torch.int64))
+        self.register_buffer("input_rates", torch.tensor(input_rates, dtype=torch.float32))
+        self.register_buffer(
+            "hidden_rates", torch.tensor(hidden_rates, dtype=torch.float32).view(k, depth)
+        )
+        self.register_buffer("output_rates", torch.tensor(output_rates, dtype=torch.float32))
+        norms = [math.inf if c is None else float(c) for c in max_norms]
+        self.register_buffer("max_norms", torch.tensor(norms, dtype=torch.float32))
+        self.step = 0  # advances the dropout streams; saved with the optimizer state
+
+    def _dropout(self, h: torch.Tensor, rates: torch.Tensor, site: int) -> torch.Tensor:
+        if not self.training:
+            return h * (1.0 - rates.view(-1, 1, 1)) if self.variant == "classic" else h
+        p = rates.view(-1, 1, 1)
+        u = uniform(member_keys(self.seeds, self.step, site), h.shape[1], h.shape[2])
+        if self.variant == "gaussian":
+            std = torch.sqrt(p / (1.0 - p))
+            noise = torch.erfinv(u.clamp(1e-7, 1 - 1e-7) * 2 - 1) * math.sqrt(2)  # N(0, 1)
+            return h * (1.0 + std * noise)
+        keep = (u >= p).to(h.dtype)
+        return h * keep if self.variant == "classic" else h * keep / (1.0 - p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._dropout(x, self.input_rates, 0)
+        depth = len(self.weights) - 1
+        for layer in range(depth):
+            width = self.weights[layer].shape[2]
+            z = torch.baddbmm(self.biases[layer], h, self.weights[layer])
+            mask = self.unit_mask[:, layer : layer + 1, :width]
+            if self.placement == "before":
+                h = self.activation(self._dropout(z, self.hidden_rates[:, layer], layer + 1)) * mask
+            else:
+                h = self._dropout(self.activation(z) * mask, self.hidden_rates[:, layer], layer + 1)
+        h = self._dropout(h, self.output_rates, depth + 1)
+        return torch.baddbmm(self.biases[-1], h, self.weights[-1])
+
+    @torch.no_grad()
+    def apply_max_norm(self) -> None:
+        """Each member's hidden units' incoming weight vectors (columns) to norm <= its c."""
+        c = self.max_norms.view(-1, 1, 1)
+        for weight in list(self.weights)[:-1]:
+            norms = weight.norm(dim=1, keepdim=True)
+            weight.mul_(torch.clamp(c / norms.clamp_min(1e-12), max=1.0))
+
+    def keep(self, members: torch.Tensor) -> None:
+        """Drop every member not in `members` (a pruned trial leaves; the GPU's work shrinks)."""
+        for params in (self.weights, self.biases):
+            for i, p in enumerate(params):
+                params[i] = nn.Parameter(p.detach()[members])
+        for name in (
+            "unit_mask",
+            "seeds",
+            "input_rates",
+            "hidden_rates",
+            "output_rates",
+            "max_norms",
+        ):
+            setattr(self, name, getattr(self, name)[members])
+
+
+def stacked_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-member mean cross-entropy (K,), from logits (K, B, C) and labels (K, B)."""
+    k, b, c = logits.shape
+    return (
+        F.cross_entropy(logits.reshape(k * b, c), y.reshape(k * b), reduction="none")
+        .view(k, b)
+        .mean(1)
+    )

@@ -1,0 +1,164 @@
+"""The fused runner: members of a group train exactly as they would alone, masks differ per
+member, pruning leaves the others untouched, and it agrees with the standard runner on average."""
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from conftest import compose_config
+from optuna.trial import TrialState
+
+from droptune.fused import Member, member_seed, train_group
+from droptune.models.stacked import StackedMLP
+from droptune.runner import fit, load_data, splits
+from droptune.study import optimize
+
+MEMBERS = [  # widths, hidden rate, input rate, lr, momentum, max-norm
+    ("model.widths=[48,32]", "model.dropout.hidden=0.5", "model.dropout.input=0.2", "optim.lr=0.05", "optim.momentum=0.9", "model.max_norm=1.5"),
+    ("model.widths=[16,40]", "model.dropout.hidden=0.1", "model.dropout.input=0.0", "optim.lr=0.02", "optim.momentum=0.5", "model.max_norm=null"),
+    ("model.widths=[32,8]", "model.dropout.hidden=0.3", "model.dropout.input=0.1", "optim.lr=0.1", "optim.momentum=0.0", "model.max_norm=3.0"),
+]  # fmt: skip
+
+
+def config(tmp_path, *overrides):
+    return compose_config(
+        f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3",
+        "model.depth=2", *overrides,
+    )  # fmt: skip
+
+
+def train(cfgs, tmp_path, prune=None):
+    cfg = cfgs[0]
+    arrays = load_data(cfg)
+    ((train_index, val_index),) = splits(cfg, arrays)
+    members = [Member(i, c, member_seed(c["seed"], i + 10)) for i, c in enumerate(cfgs)]
+    histories = {i: [] for i in range(len(members))}
+    alive = list(range(len(members)))
+
+    def report(epoch, metrics):
+        keep = []
+        for i, m in zip(list(alive), metrics, strict=True):
+            histories[i].append(m)
+            keep.append(not (prune and prune == (i, epoch)))
+        alive[:] = [i for i, k in zip(list(alive), keep, strict=True) if k]
+        return keep
+
+    module = train_group(arrays, train_index, val_index, members, report)
+    return module, histories, alive
+
+
+def member_block(net: StackedMLP, k: int, sizes):
+    """Member k's unpadded weights, layer by layer."""
+    return [w.detach()[k, : sizes[i], : sizes[i + 1]] for i, w in enumerate(net.weights)]
+
+
+def close(a, b):
+    return abs(a - b) <= 1e-5 * max(1.0, abs(a))
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+def test_a_member_in_a_group_trains_exactly_as_alone(tmp_path, optim):
+    members = [[o for o in m if optim == "sgd" or "momentum" not in o] for m in MEMBERS]
+    cfgs = [config(tmp_path, f"optim={optim}", *m) for m in members]
+    group, group_hist, _ = train(cfgs, tmp_path)
+    for k, cfg in enumerate(cfgs):
+        alone_cfgs = [cfg]
+        # alone: its own group of one, with the same member seed
+        arrays = load_data(cfg)
+        ((train_index, val_index),) = splits(cfg, arrays)
+        hist = []
+        alone = train_group(
+            arrays, train_index, val_index, [Member(0, cfg, member_seed(cfg["seed"], k + 10))],
+            lambda epoch, metrics, hist=hist: (hist.extend(metrics), [True])[1],
+        )  # fmt: skip
+        sizes = [64, *cfg["model"]["widths"], 10]
+        for a, b in zip(
+            member_block(group.net, k, sizes), member_block(alone.net, 0, sizes), strict=True
+        ):
+            assert (a - b).norm() <= 1e-5 * b.norm()  # fp32 summation order differs with padding
+        for a, b in zip(group_hist[k], hist, strict=True):
+            for key in ("train/loss", "val/loss", "val/acc", "train/acc_eval"):
+                assert close(a[key], b[key]), (k, key, a[key], b[key])
+        assert alone_cfgs
+
+
+def test_max_norm_holds_per_member_and_padding_stays_zero(tmp_path):
+    cfgs = [config(tmp_path, *m) for m in MEMBERS]
+    group, _, _ = train(cfgs, tmp_path)
+    for k, cfg in enumerate(cfgs):
+        c = cfg["model"]["max_norm"]
+        sizes = [64, *cfg["model"]["widths"], 10]
+        for i, weight in enumerate(group.net.weights):
+            real = weight.detach()[k, : sizes[i], : sizes[i + 1]]
+            padded = weight.detach()[k].clone()
+            padded[: sizes[i], : sizes[i + 1]] = 0
+            assert padded.abs().max() == 0  # padding never learns anything
+            if c is not None and i < len(group.net.weights) - 1:
+                assert real.norm(dim=0).max() <= c + 1e-5
+
+
+def test_masks_differ_between_members_with_the_same_rate():
+    net = StackedMLP(
+        20, 3, [[16], [16]], [1, 2], [0.5, 0.5], [[0.5], [0.5]], [0.0, 0.0], [None, None]
+    )
+    h = torch.ones(2, 8, 16)
+    out = net._dropout(h, net.hidden_rates[:, 0], 1)
+    assert not torch.equal(out[0], out[1])
+    assert abs((out == 0).float().mean().item() - 0.5) < 0.1
+
+
+def test_pruning_a_member_leaves_the_others_unchanged(tmp_path):
+    cfgs = [config(tmp_path, *m) for m in MEMBERS]
+    full, full_hist, _ = train(cfgs, tmp_path)
+    pruned, pruned_hist, alive = train(cfgs, tmp_path, prune=(1, 0))
+    assert alive == [0, 2] and len(pruned_hist[1]) == 1
+    assert pruned.net.weights[0].shape[0] == 2  # the stacked tensors shrank
+    for k in (0, 2):
+        for a, b in zip(full_hist[k], pruned_hist[k], strict=True):
+            assert close(a["val/loss"], b["val/loss"]) and close(a["train/loss"], b["train/loss"])
+
+
+@pytest.mark.slow
+def test_fused_and_standard_runner_agree_in_distribution(tmp_path):
+    """Mean validation accuracy over 6 seeds on digits, within 1 point."""
+    fused_acc, standard_acc = [], []
+    for seed in range(6):
+        cfg = config(
+            tmp_path, f"seed={seed}", "model.widths=[64,64]", "model.dropout.hidden=0.3",
+            "optim=adam", "trainer.max_epochs=10",
+        )  # fmt: skip
+        arrays = load_data(cfg)
+        ((train_index, val_index),) = splits(cfg, arrays)
+        standard_acc.append(fit(cfg, arrays, train_index, val_index).history[-1]["val/acc"])
+        hist = []
+        train_group(
+            arrays, train_index, val_index, [Member(0, cfg, member_seed(seed, 0))],
+            lambda epoch, metrics, hist=hist: (hist.extend(metrics), [True])[1],
+        )  # fmt: skip
+        fused_acc.append(hist[-1]["val/acc"])
+    assert abs(np.mean(fused_acc) - np.mean(standard_acc)) <= 0.01, (fused_acc, standard_acc)
+
+
+def test_fused_study_runs_every_trial_with_its_own_mlflow_run(tmp_path):
+    overrides = [
+        f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3",
+        "study.name=f", "study.runner=fused", "study.fused.k=4", "study.n_trials=8",
+    ]  # fmt: skip
+    cfg = compose_config(*overrides, config_name="tune")
+    summary = optimize(cfg, {"data": "digits"}, overrides)
+    study = optuna.load_study(study_name="f", storage=cfg["study"]["storage"])
+    assert len(study.trials) == 8
+    assert summary["n_complete"] + summary["n_pruned"] + summary["n_failed"] == 8
+    assert {t.user_attrs.get("fused_group_size") for t in study.trials} - {
+        None
+    }  # trained in groups
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg["tracking"]["uri"])
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["state"] == trial.state.name
+        if trial.state != TrialState.FAIL:
+            assert len(client.get_metric_history(run.info.run_id, "val/acc")) == len(
+                trial.intermediate_values
+            )
