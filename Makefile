@@ -10,7 +10,7 @@ MLFLOW_URI ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
 ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
 
 .DEFAULT_GOAL := help
-.PHONY: help install servers lint format test test-fast train tune worker mlflow-server ui clean
+.PHONY: help install servers lint format test test-fast train tune worker mlflow-server bench ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ mlflow-server: ## MLflow server: MLFLOW_BACKEND_STORE_URI (PostgreSQL), artifact
 	@test -n "$(MLFLOW_BACKEND_STORE_URI)" || { echo "set MLFLOW_BACKEND_STORE_URI=postgresql+psycopg://user:pass@host/mlflow"; exit 2; }
 	$(VENV)/bin/mlflow server --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" \
 		--artifacts-destination "$(ARTIFACTS_DESTINATION)" --host $(UI_HOST) --port $(UI_PORT)
+
+bench: ## benchmark: reference vs standard vs fused runner, JSON lines (ARGS to shrink on a CPU)
+	$(PY) pipelines/bench.py $(ARGS)
 
 ui: ## MLflow UI on http://127.0.0.1:5000 (UI_HOST / UI_PORT to change)
 	@echo "droptune runs (open these: MLflow opens experiments on a GenAI page without runs):"

@@ -162,3 +162,29 @@ def test_fused_study_runs_every_trial_with_its_own_mlflow_run(tmp_path):
             assert len(client.get_metric_history(run.info.run_id, "val/acc")) == len(
                 trial.intermediate_values
             )
+
+
+@pytest.mark.slow
+def test_bench_writes_json_lines_for_every_way(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "bench.py"), f"paths.root_dir={tmp_path}",
+         f"paths.data_dir={tmp_path}/nodata", f"paths.output_dir={tmp_path}/out", "trainer.accelerator=cpu",
+         "model.widths=[16,16]", "bench.epochs=1", "bench.reference_batches=5", "bench.ks=[2]",
+         "bench.tune_trials=2", "bench.tune_epochs=1", "bench.tune_k=2"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "bench.json").read_text().splitlines()]
+    assert [r["way"] for r in rows] == ["reference", "standard", "fused_k2", "tune_end_to_end"]
+    assert all(r["data"] == "synthetic" for r in rows[:3])
+    assert all(r["s_per_trial_epoch"] > 0 and r["tflops"] > 0 for r in rows[:3])
+    assert rows[1]["speedup_vs_reference"] == pytest.approx(
+        rows[0]["s_per_trial_epoch"] / rows[1]["s_per_trial_epoch"]
+    )
+    assert rows[3]["trials"] == 2 and rows[3]["wall_s"] > 0

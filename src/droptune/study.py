@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from droptune import plots
 from droptune.config import validate
+from droptune.data import Arrays
 from droptune.errors import ConfigError
 from droptune.fused import FusedRunner
 from droptune.runner import SequentialRunner, TrialOutcome, TrialSpec, load_data, splits
@@ -438,13 +439,17 @@ def optimize(
     cfg: Mapping[str, Any],
     choices: Mapping[str, Any] | None = None,
     cli_overrides: Sequence[str] = (),
+    arrays: Arrays | None = None,
 ) -> dict[str, Any]:
-    """Start or resume the study the config describes; returns the summary (also summary.json)."""
+    """Start or resume the study the config describes; returns the summary (also summary.json).
+
+    `arrays` replaces loading data.name (a benchmark's synthetic data, a library caller's own).
+    """
     validate(cfg)
     validate_study(cfg)
     space = parse_space(cfg["search"]["space"], cfg)
     s, metric = cfg["study"], study_metric(cfg)
-    arrays = load_data(cfg)
+    arrays = arrays if arrays is not None else load_data(cfg)
     folds = splits(cfg, arrays)
     t = cfg["tracking"]
     tracking = StudyTracking(Tracker(t["uri"], t["experiment"], t.get("artifact_root")))

@@ -1,0 +1,175 @@
+"""`make bench`: seconds per trial-epoch, the reference way and ours, as JSON lines.
+
+(a) the way Optuna's Lightning example trains (a torch DataLoader over a per-sample dataset that
+converts each image like ToTensor), (b) the standard runner, (c) the fused runner at several K, and
+an end-to-end study with MLflow logging. The model is the MLP 784-1024-1024-10 with Adam, batch 128.
+A benchmark to quote, never a timed test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from droptune import data as ds
+from droptune.config import build_model
+from droptune.fused import Member, member_seed, train_group
+from droptune.runner import fit, splits
+
+log = logging.getLogger("droptune")
+
+
+def bench_arrays(cfg: Mapping[str, Any]) -> tuple[ds.Arrays, str]:
+    """Fashion-MNIST from paths.data_dir, or synthetic data of the same shape if it is absent."""
+    try:
+        arrays = ds.load("fashion_mnist", cfg["paths"]["data_dir"], mirrors=[])
+        return arrays, "fashion_mnist"
+    except ds.DataFileError:
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (60000, 1, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, 60000).astype(np.int64)
+        return ds.Arrays(
+            x, y, x[:10000], y[:10000], [str(i) for i in range(10)], (1, 28, 28), 255.0
+        ), "synthetic"
+
+
+class _PerSample(torch.utils.data.Dataset):
+    """Optuna's example reads torchvision's FashionMNIST: one PIL-like image converted per sample."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        image = (
+            torch.from_numpy(np.array(self.images[i], dtype=np.uint8)).float().div(255.0)
+        )  # ToTensor
+        return image, int(self.labels[i])
+
+
+class _Reference(L.LightningModule):
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.net.parameters(), lr=1e-3)
+
+
+def _device_sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def reference(
+    cfg: Mapping[str, Any], arrays: ds.Arrays, train_index: np.ndarray, batches: int
+) -> float:
+    """(a) seconds per epoch, timed over `batches` batches after a warm-up and scaled to an epoch."""
+    net = build_model(cfg["model"], arrays.input_shape, 10)
+    loader = torch.utils.data.DataLoader(
+        _PerSample(arrays.x_train[train_index], arrays.y_train[train_index]),
+        batch_size=128,
+        shuffle=True,
+    )
+    trainer = L.Trainer(
+        accelerator=cfg["trainer"]["accelerator"], max_epochs=1, limit_train_batches=batches + 10,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    times: list[float] = []
+
+    class Clock(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 10:
+                _device_sync()
+                times.append(time.perf_counter())
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            _device_sync()
+            times.append(time.perf_counter())
+
+    trainer.callbacks.append(Clock())
+    trainer.fit(_Reference(net), loader)
+    return (times[1] - times[0]) / batches * len(loader)
+
+
+def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """All measurements; each is also logged as one JSON line."""
+    b = cfg["bench"]
+    arrays, source = bench_arrays(cfg)
+    ((train_index, val_index),) = splits(cfg, arrays)
+    device = (
+        "cuda" if torch.cuda.is_available() and cfg["trainer"]["accelerator"] != "cpu" else "cpu"
+    )
+    params = sum(p.numel() for p in build_model(cfg["model"], (1, 28, 28), 10).parameters())
+    flops_per_trial_epoch = 6 * params * len(train_index)  # forward + backward, per sample
+    results: list[dict[str, Any]] = []
+
+    def emit(way: str, seconds: float, **extra: Any) -> None:
+        row = {
+            "way": way, "s_per_trial_epoch": seconds, "device": device, "data": source,
+            "tflops": flops_per_trial_epoch / seconds / 1e12, **extra,
+        }  # fmt: skip
+        if results and results[0]["way"] == "reference":
+            row["speedup_vs_reference"] = results[0]["s_per_trial_epoch"] / seconds
+        results.append(row)
+        print(json.dumps(row), flush=True)
+
+    emit("reference", reference(cfg, arrays, train_index, b["reference_batches"]))
+    epochs = b["epochs"]
+    cfg_runs = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=epochs))
+    standard = fit(cfg_runs, arrays, train_index, val_index)
+    emit("standard", float(np.mean(standard.epoch_seconds[1:] or standard.epoch_seconds)))
+    for k in b["ks"]:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        members = [Member(i, cfg_runs, member_seed(cfg["seed"], i)) for i in range(k)]
+        epoch_times: list[float] = []
+        train_group(
+            arrays, train_index, val_index, members,
+            lambda epoch, metrics, times=epoch_times: (times.append(metrics[0]["time/trial_epoch_s"]), [True] * len(metrics))[1],
+        )  # fmt: skip
+        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+        emit(f"fused_k{k}", float(np.mean(epoch_times[1:] or epoch_times)), k=k, peak_gpu_gib=peak)
+    if b.get("tune_trials"):
+        results.append(end_to_end(cfg, b, arrays))
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def end_to_end(cfg: Mapping[str, Any], b: Mapping[str, Any], arrays: ds.Arrays) -> dict[str, Any]:
+    """A whole fused study of N trials x E epochs, every trial in MLflow: wall seconds."""
+    from droptune.study import optimize
+
+    with tempfile.TemporaryDirectory() as root:
+        study_cfg = dict(
+            cfg,
+            trainer=dict(cfg["trainer"], max_epochs=b["tune_epochs"]),
+            study=dict(
+                cfg["study"], name="bench", storage=f"sqlite:///{root}/optuna.db", n_trials=b["tune_trials"],
+                runner="fused", fused={"k": b["tune_k"]}, checkpoint_dir=None,
+            ),
+            tracking=dict(cfg["tracking"], uri=f"sqlite:///{root}/mlflow.db", artifact_root=f"{root}/artifacts"),
+            paths=dict(cfg["paths"], output_dir=f"{root}/out"),
+        )  # fmt: skip
+        start = time.perf_counter()
+        summary = optimize(study_cfg, arrays=arrays)
+        wall = time.perf_counter() - start
+    return {
+        "way": "tune_end_to_end", "wall_s": wall, "trials": b["tune_trials"], "epochs": b["tune_epochs"],
+        "k": b["tune_k"], "best_value": summary["best_value"], "n_pruned": summary["n_pruned"],
+    }  # fmt: skip
