@@ -12,7 +12,7 @@ pytestmark = [
 def test_auto_accelerator_trains_on_the_gpu_with_resident_data(make_cfg):
     from droptune.runner import fit, load_data, splits
 
-    cfg = make_cfg("trainer.accelerator=auto", "trainer.max_epochs=2", "model.width=64")
+    cfg = make_cfg("trainer.accelerator=auto", "trainer.max_epochs=3", "model.width=64", "optim=adam")
     arrays = load_data(cfg)
     ((train_index, val_index),) = splits(cfg, arrays)
     result = fit(cfg, arrays, train_index, val_index)
