@@ -13,10 +13,10 @@ from droptune.models.stacked import StackedMLP
 from droptune.runner import fit, load_data, splits
 from droptune.study import optimize
 
-MEMBERS = [  # widths, hidden rate, input rate, lr, momentum, max-norm
-    ("model.widths=[48,32]", "model.dropout.hidden=0.5", "model.dropout.input=0.2", "optim.lr=0.05", "optim.momentum=0.9", "model.max_norm=1.5"),
-    ("model.widths=[16,40]", "model.dropout.hidden=0.1", "model.dropout.input=0.0", "optim.lr=0.02", "optim.momentum=0.5", "model.max_norm=null"),
-    ("model.widths=[32,8]", "model.dropout.hidden=0.3", "model.dropout.input=0.1", "optim.lr=0.1", "optim.momentum=0.0", "model.max_norm=3.0"),
+MEMBERS = [  # widths, hidden rate, input rate, lr, momentum, max-norm, placement, variant
+    ("model.widths=[48,32]", "model.dropout.hidden=0.5", "model.dropout.input=0.2", "optim.lr=0.05", "optim.momentum=0.9", "model.max_norm=1.5", "model.dropout.placement=after", "model.dropout.variant=inverted"),
+    ("model.widths=[16,40]", "model.dropout.hidden=0.1", "model.dropout.input=0.0", "optim.lr=0.02", "optim.momentum=0.5", "model.max_norm=null", "model.dropout.placement=before", "model.dropout.variant=gaussian"),
+    ("model.widths=[32,8]", "model.dropout.hidden=0.3", "model.dropout.input=0.1", "optim.lr=0.1", "optim.momentum=0.0", "model.max_norm=3.0", "model.dropout.placement=before", "model.dropout.variant=classic"),
 ]  # fmt: skip
 
 

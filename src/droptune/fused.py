@@ -2,8 +2,8 @@
 
 Small dropout-study MLPs leave a GPU nearly idle one at a time; stacked, one step updates every
 member with batched matmuls. A group shares what one fit must: model family (MLP), depth,
-activation, dropout placement and variant, optimizer and schedule, batch size and epochs. Everything
-else a trial samples is per member: widths, rates at every site, lr, momentum, weight decay,
+activation, optimizer and schedule, batch size and epochs. Everything else a trial samples is per
+member: widths, dropout placement, variant and rates at every site, lr, momentum, weight decay,
 max-norm c, initialisation, data order and dropout masks. Pruned or failed members leave the group
 at the end of an epoch, and the stacked tensors shrink with them.
 """
@@ -35,8 +35,6 @@ log = logging.getLogger("droptune")
 
 GROUP_KEYS = (
     ("model", "activation"),
-    ("model", "dropout", "placement"),
-    ("model", "dropout", "variant"),
     ("optim", "name"),
     ("optim", "nesterov"),
     ("optim", "schedule"),
@@ -323,8 +321,8 @@ def train_group(
         [m.config["model"]["dropout"].get("output", 0.0) for m in members],
         [m.config["model"].get("max_norm") for m in members],
         base["model"]["activation"],
-        base["model"]["dropout"].get("placement", "after"),
-        base["model"]["dropout"].get("variant", "inverted"),
+        [m.config["model"]["dropout"].get("placement", "after") for m in members],
+        [m.config["model"]["dropout"].get("variant", "inverted") for m in members],
     ).to(trainer.strategy.root_device)
     module = FusedClassifier(net, members, flat, base["data"]["batch_size"], report)
     attach(module)

@@ -65,17 +65,19 @@ class StackedMLP(nn.Module):
         output_rates: Sequence[float],
         max_norms: Sequence[float | None],
         activation: str = "relu",
-        placement: str = "after",
-        variant: str = "inverted",
+        placements: Sequence[str] | None = None,
+        variants: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        if variant not in FUSED_VARIANTS:
-            raise ValueError(f"fused variant {variant!r} is not one of {FUSED_VARIANTS}")
+        placements = list(placements or ["after"] * len(widths))
+        variants = list(variants or ["inverted"] * len(widths))
+        for variant in variants:
+            if variant not in FUSED_VARIANTS:
+                raise ValueError(f"fused variant {variant!r} is not one of {FUSED_VARIANTS}")
         depths = {len(w) for w in widths}
         if len(depths) != 1:
             raise ValueError(f"a group shares its depth; got depths {sorted(depths)}")
         self.activation = ACTIVATIONS[activation]()
-        self.placement, self.variant = placement, variant
         k, depth = len(widths), depths.pop()
         sizes = [[in_dim, *w, n_classes] for w in widths]
         padded = [max(s[i] for s in sizes) for i in range(depth + 2)]
@@ -109,19 +111,28 @@ class StackedMLP(nn.Module):
         self.register_buffer("output_rates", torch.tensor(output_rates, dtype=torch.float32))
         norms = [math.inf if c is None else float(c) for c in max_norms]
         self.register_buffer("max_norms", torch.tensor(norms, dtype=torch.float32))
+        # per member: which variant (index into FUSED_VARIANTS) and whether dropout precedes the activation
+        codes = [FUSED_VARIANTS.index(v) for v in variants]
+        self.register_buffer("variant_codes", torch.tensor(codes, dtype=torch.int64).view(-1, 1, 1))
+        before = [p == "before" for p in placements]
+        self.register_buffer("before", torch.tensor(before, dtype=torch.bool).view(-1, 1, 1))
         self.step = 0  # advances the dropout streams; saved with the optimizer state
 
     def _dropout(self, h: torch.Tensor, rates: torch.Tensor, site: int) -> torch.Tensor:
-        if not self.training:
-            return h * (1.0 - rates.view(-1, 1, 1)) if self.variant == "classic" else h
+        """Each member's own variant: inverted (keep / (1 - p)), classic (keep; x (1 - p) at
+        inference) or gaussian (1 + sqrt(p / (1 - p)) N(0, 1)), from the member's own stream."""
         p = rates.view(-1, 1, 1)
+        classic = self.variant_codes == 1
+        if not self.training:
+            return h * torch.where(classic, 1.0 - p, 1.0) if classic.any() else h
         u = uniform(member_keys(self.seeds, self.step, site), h.shape[1], h.shape[2])
-        if self.variant == "gaussian":
-            std = torch.sqrt(p / (1.0 - p))
-            noise = torch.erfinv(u.clamp(1e-7, 1 - 1e-7) * 2 - 1) * math.sqrt(2)  # N(0, 1)
-            return h * (1.0 + std * noise)
         keep = (u >= p).to(h.dtype)
-        return h * keep if self.variant == "classic" else h * keep / (1.0 - p)
+        factor = torch.where(classic, keep, keep / (1.0 - p)) if classic.any() else keep / (1.0 - p)
+        gaussian = self.variant_codes == 2
+        if gaussian.any():
+            noise = torch.erfinv(u.clamp(1e-7, 1 - 1e-7) * 2 - 1) * math.sqrt(2)  # N(0, 1)
+            factor = torch.where(gaussian, 1.0 + torch.sqrt(p / (1.0 - p)) * noise, factor)
+        return h * factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self._dropout(x, self.input_rates, 0)
@@ -130,10 +141,12 @@ class StackedMLP(nn.Module):
             width = self.weights[layer].shape[2]
             z = torch.baddbmm(self.biases[layer], h, self.weights[layer])
             mask = self.unit_mask[:, layer : layer + 1, :width]
-            if self.placement == "before":
-                h = self.activation(self._dropout(z, self.hidden_rates[:, layer], layer + 1)) * mask
-            else:
-                h = self._dropout(self.activation(z) * mask, self.hidden_rates[:, layer], layer + 1)
+            rates = self.hidden_rates[:, layer]
+            after = self._dropout(self.activation(z) * mask, rates, layer + 1)
+            if self.before.any():  # members with dropout before the activation (same masks)
+                before = self.activation(self._dropout(z, rates, layer + 1)) * mask
+                after = torch.where(self.before, before, after)
+            h = after
         h = self._dropout(h, self.output_rates, depth + 1)
         return torch.baddbmm(self.biases[-1], h, self.weights[-1])
 
@@ -157,6 +170,8 @@ class StackedMLP(nn.Module):
             "hidden_rates",
             "output_rates",
             "max_norms",
+            "variant_codes",
+            "before",
         ):
             setattr(self, name, getattr(self, name)[members])
 
