@@ -30,6 +30,7 @@ from droptune.models.stacked import (
     stacked_cross_entropy,
     uniform,
 )
+from droptune.runner import SequentialRunner, TrialOutcome, TrialReporter, TrialSpec, describe_trial
 
 log = logging.getLogger("droptune")
 
@@ -279,7 +280,7 @@ class MemberState:
 
     run_id: str
     history: list[dict[str, float]]
-    outcome: Any = None
+    outcome: TrialOutcome | None = None
 
 
 def train_group(
@@ -336,7 +337,7 @@ class FusedRunner:
     def __init__(
         self,
         capacity: int,
-        standard: Any,
+        standard: SequentialRunner,
         arrays: ds.Arrays,
         folds,
         metric: str,
@@ -347,10 +348,8 @@ class FusedRunner:
         self.arrays, self.folds, self.metric = arrays, folds, metric
         self.tracking, self.study_name = tracking, study_name
 
-    def run(self, specs: Sequence[Any]) -> list[Any]:
-        from droptune.runner import TrialOutcome
-
-        outcomes: list[Any] = [None] * len(specs)
+    def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
+        outcomes: list[TrialOutcome | None] = [None] * len(specs)
         groups: dict[tuple, list[int]] = {}
         for i, spec in enumerate(specs):
             try:
@@ -376,9 +375,7 @@ class FusedRunner:
                 outcomes[i] = outcome
         return outcomes
 
-    def _run_group(self, specs: Sequence[Any]) -> list[Any]:
-        from droptune.runner import TrialOutcome, TrialReporter
-
+    def _run_group(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         base = specs[0].config
         members = [
             Member(i, s.config, member_seed(base["seed"], s.trial.number))
@@ -394,7 +391,7 @@ class FusedRunner:
             states.append(MemberState(run_id, []))
         reporters = [TrialReporter(spec.trial, self.metric) for spec in specs]
 
-        def finish(i: int, outcome: Any) -> None:
+        def finish(i: int, outcome: TrialOutcome) -> None:
             states[i].outcome = outcome
             history = states[i].history
             self.tracking.finish_trial(
@@ -446,16 +443,10 @@ class FusedRunner:
                 m = states[member.index].history[-1]
                 finish(member.index, TrialOutcome(TrialState.COMPLETE, m[self.metric], metrics=m))
         for spec, state in zip(specs, states, strict=True):
-            _describe(spec, state)
+            describe_trial(spec.trial, spec.config, state.outcome)
         return [state.outcome for state in states]
 
 
 def _rates(config: Mapping[str, Any], depth: int) -> list[float]:
     hidden = config["model"]["dropout"].get("hidden", 0.0)
     return [float(r) for r in hidden] if isinstance(hidden, list) else [float(hidden)] * depth
-
-
-def _describe(spec: Any, state: MemberState) -> None:
-    from droptune.runner import SequentialRunner
-
-    SequentialRunner._describe(spec.trial, spec.config, state.outcome)

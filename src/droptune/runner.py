@@ -404,7 +404,7 @@ class SequentialRunner:
             gc.collect()
         if spec.checkpoint is not None:
             shutil.rmtree(spec.checkpoint.parent, ignore_errors=True)
-        self._describe(trial, config, outcome)
+        describe_trial(trial, config, outcome)
         summary = {k: v for k, v in outcome.metrics.items() if k not in curve_keys}
         self.tracking.finish_trial(run_id, outcome.state.name, outcome.reason, summary, epochs)
         return outcome
@@ -416,14 +416,12 @@ class SequentialRunner:
             return TrialOutcome(TrialState.PRUNED, metrics=metrics)
         return TrialOutcome(TrialState.COMPLETE, metrics[self.metric], metrics=metrics)
 
-    @staticmethod
-    def _describe(trial: optuna.Trial, config: Mapping[str, Any], outcome: TrialOutcome) -> None:
-        """User attrs the study plots read: effective hidden rate, placement, final gap."""
-        hidden = config["model"]["dropout"].get("hidden", 0.0)
-        rates = hidden if isinstance(hidden, list) else [hidden]
-        trial.set_user_attr("dropout_hidden", float(np.mean(rates)))
-        trial.set_user_attr(
-            "dropout_placement", config["model"]["dropout"].get("placement", "after")
-        )
-        if "gap/acc" in outcome.metrics:
-            trial.set_user_attr("gap_acc", outcome.metrics["gap/acc"])
+
+def describe_trial(trial: optuna.Trial, config: Mapping[str, Any], outcome: TrialOutcome) -> None:
+    """User attrs the study plots read: effective hidden rate, placement, final gap."""
+    hidden = config["model"]["dropout"].get("hidden", 0.0)
+    rates = hidden if isinstance(hidden, list) else [hidden]
+    trial.set_user_attr("dropout_hidden", float(np.mean(rates)))
+    trial.set_user_attr("dropout_placement", config["model"]["dropout"].get("placement", "after"))
+    if "gap/acc" in outcome.metrics:
+        trial.set_user_attr("gap_acc", outcome.metrics["gap/acc"])
