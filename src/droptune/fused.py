@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from optuna.trial import TrialState
 
@@ -31,6 +32,7 @@ from droptune.models.stacked import (
     uniform,
 )
 from droptune.runner import SequentialRunner, TrialOutcome, TrialReporter, TrialSpec, describe_trial
+from droptune.tracking import StudyTracking
 
 log = logging.getLogger("droptune")
 
@@ -285,8 +287,8 @@ class MemberState:
 
 def train_group(
     arrays: ds.Arrays,
-    train_index: Any,
-    val_index: Any,
+    train_index: np.ndarray,
+    val_index: np.ndarray,
     members: list[Member],
     report: EpochReport,
     attach: Callable[[FusedClassifier], None] = lambda module: None,
@@ -339,9 +341,9 @@ class FusedRunner:
         capacity: int,
         standard: SequentialRunner,
         arrays: ds.Arrays,
-        folds,
+        folds: Sequence[tuple[np.ndarray, np.ndarray]],
         metric: str,
-        tracking,
+        tracking: StudyTracking,
         study_name: str,
     ) -> None:
         self.capacity, self.standard = capacity, standard
