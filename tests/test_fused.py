@@ -186,3 +186,18 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
         rows[0]["s_per_trial_epoch"] / rows[1]["s_per_trial_epoch"]
     )
     assert rows[3]["trials"] == 2 and rows[3]["wall_s"] > 0
+
+
+def test_groups_share_depth_settings_and_a_width_band(tmp_path):
+    from droptune.fused import group_key
+
+    def key(*overrides):
+        return group_key(config(tmp_path, *overrides))
+
+    assert key("model.widths=[600,64]") == key("model.widths=[1000,900]")  # both in (512, 1024]
+    assert key("model.widths=[600,64]") != key("model.widths=[300,64]")  # padding would double
+    assert key("model.widths=[64,64]") != key("model.widths=[64]", "model.depth=1")
+    assert key("model.widths=[64,64]", "model.dropout.variant=gaussian") == key(
+        "model.widths=[64,64]"
+    )
+    assert key("model.widths=[64,64]", "optim=adam") != key("model.widths=[64,64]")

@@ -2,7 +2,7 @@
 
 Small dropout-study MLPs leave a GPU nearly idle one at a time; stacked, one step updates every
 member with batched matmuls. A group shares what one fit must: model family (MLP), depth,
-activation, optimizer and schedule, batch size and epochs. Everything else a trial samples is per
+a width band, activation, optimizer and schedule, batch size and epochs. Everything else a trial samples is per
 member: widths, dropout placement, variant and rates at every site, lr, momentum, weight decay,
 max-norm c, initialisation, data order and dropout masks. Pruned or failed members leave the group
 at the end of an epoch, and the stacked tensors shrink with them.
@@ -64,7 +64,11 @@ def fusable(config: Mapping[str, Any], n_folds: int) -> bool:
 
 
 def group_key(config: Mapping[str, Any]) -> tuple:
-    return (len(mlp_widths(config["model"])), *(_get(config, path) for path in GROUP_KEYS))
+    """Members of one fit: same depth and shared settings, and widest layers within a factor of two
+    (a power-of-two band), so padding to the group's widest at most doubles a member's work."""
+    widths = mlp_widths(config["model"])
+    band = math.ceil(math.log2(max(widths)))
+    return (len(widths), band, *(_get(config, path) for path in GROUP_KEYS))
 
 
 def member_seed(seed: int, trial_number: int) -> int:
