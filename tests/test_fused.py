@@ -201,3 +201,26 @@ def test_groups_share_depth_settings_and_a_width_band(tmp_path):
         "model.widths=[64,64]"
     )
     assert key("model.widths=[64,64]", "optim=adam") != key("model.widths=[64,64]")
+
+
+def test_a_diverging_member_fails_and_its_group_goes_on(tmp_path):
+    overrides = [
+        f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3",
+        "study.name=diverge", "study.runner=fused", "study.fused.k=2", "study.n_trials=2", "study.sampler=grid",
+        "study.pruner=none", "model.width=32",
+    ]  # fmt: skip
+    cfg = compose_config(*overrides, config_name="tune")
+    cfg["search"]["space"] = {
+        "lr": {"path": "optim.lr", "type": "categorical", "choices": [0.05, 1.0e6]}
+    }
+    optimize(cfg, {"data": "digits"}, overrides)
+    trials = {
+        t.params["lr"]: t
+        for t in optuna.load_study(study_name="diverge", storage=cfg["study"]["storage"]).trials
+    }
+    assert (
+        trials[1.0e6].state == TrialState.FAIL
+        and "is nan" in trials[1.0e6].user_attrs["fail_reason"]
+    )
+    assert trials[0.05].state == TrialState.COMPLETE and len(trials[0.05].intermediate_values) == 3
+    assert trials[0.05].user_attrs["fused_group_size"] == 2  # they trained together

@@ -154,6 +154,7 @@ def test_bad_study_settings_stop_before_the_first_trial(tmp_path):
         ("study.sampler=annealing", "study.sampler"),
         ("study.pruner=early", "study.pruner"),
         ("study.n_trials=0", "study.n_trials"),
+        ("study.name=nan", "study.name"),  # Hydra reads it as a float
         ("study.metric=test/acc", "study.metric"),
         ("study.direction=minimize", "study.direction"),
     ]:

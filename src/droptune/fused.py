@@ -31,8 +31,14 @@ from droptune.models.stacked import (
     stacked_cross_entropy,
     uniform,
 )
-from droptune.runner import SequentialRunner, TrialOutcome, TrialReporter, TrialSpec, describe_trial
-from droptune.tracking import StudyTracking
+from droptune.runner import (
+    SequentialRunner,
+    TrialOutcome,
+    TrialReporter,
+    TrialSpec,
+    describe_trial,
+    diverged,
+)
 
 log = logging.getLogger("droptune")
 
@@ -295,7 +301,6 @@ def train_group(
     val_index: np.ndarray,
     members: list[Member],
     report: EpochReport,
-    attach: Callable[[FusedClassifier], None] = lambda module: None,
 ) -> FusedClassifier:
     """One fit of a group: data resident on the device once, a StackedMLP of the members."""
     base = members[0].config
@@ -332,56 +337,36 @@ def train_group(
         [m.config["model"]["dropout"].get("variant", "inverted") for m in members],
     ).to(trainer.strategy.root_device)
     module = FusedClassifier(net, members, flat, base["data"]["batch_size"], report)
-    attach(module)
     trainer.fit(module)
     return module
 
 
 class FusedRunner:
-    """Trains up to `capacity` trials at once, in groups of what can share one fit."""
+    """Trains up to `capacity` trials at once, in groups of what can share one fit.
 
-    def __init__(
-        self,
-        capacity: int,
-        standard: SequentialRunner,
-        arrays: ds.Arrays,
-        folds: Sequence[tuple[np.ndarray, np.ndarray]],
-        metric: str,
-        tracking: StudyTracking,
-        study_name: str,
-    ) -> None:
+    Trials that cannot be fused (a CNN, a CV objective, the alpha variant, an invalid config) go
+    to the standard runner it wraps, which also supplies the data, metric and tracking.
+    """
+
+    def __init__(self, capacity: int, standard: SequentialRunner) -> None:
         self.capacity, self.standard = capacity, standard
-        self.arrays, self.folds, self.metric = arrays, folds, metric
-        self.tracking, self.study_name = tracking, study_name
 
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         outcomes: list[TrialOutcome | None] = [None] * len(specs)
         groups: dict[tuple, list[int]] = {}
         for i, spec in enumerate(specs):
-            try:
-                validate(spec.config)
-            except ValueError as error:
-                run_id = self.tracking.start_trial(
-                    spec.trial.number, spec.trial.params, spec.config, self.study_name
-                )
-                spec.trial.set_user_attr("mlflow_run_id", run_id)
-                outcomes[i] = TrialOutcome(
-                    TrialState.FAIL, reason=f"{type(error).__name__}: {error}"
-                )
-                self.tracking.finish_trial(run_id, "FAIL", outcomes[i].reason, {}, 0)
-                continue
-            if fusable(spec.config, len(self.folds)):
+            if _valid(spec.config) and fusable(spec.config, len(self.standard.folds)):
                 groups.setdefault(group_key(spec.config), []).append(i)
             else:
                 (outcomes[i],) = self.standard.run([spec])
         for indices in groups.values():
-            for i, outcome in zip(
-                indices, self._run_group([specs[i] for i in indices]), strict=True
-            ):
+            group = [specs[i] for i in indices]
+            for i, outcome in zip(indices, self._run_group(group), strict=True):
                 outcomes[i] = outcome
         return outcomes
 
     def _run_group(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
+        standard, metric = self.standard, self.standard.metric
         base = specs[0].config
         members = [
             Member(i, s.config, member_seed(base["seed"], s.trial.number))
@@ -389,68 +374,55 @@ class FusedRunner:
         ]
         states = []
         for spec in specs:
-            run_id = self.tracking.start_trial(
-                spec.trial.number, spec.trial.params, spec.config, self.study_name
-            )
-            spec.trial.set_user_attr("mlflow_run_id", run_id)
             spec.trial.set_user_attr("fused_group_size", len(specs))
-            states.append(MemberState(run_id, []))
-        reporters = [TrialReporter(spec.trial, self.metric) for spec in specs]
+            states.append(MemberState(standard.open_run(spec), []))
+        reporters = [TrialReporter(spec.trial, metric) for spec in specs]
+        alive = list(range(len(specs)))  # the members still training, in the group's order
 
         def finish(i: int, outcome: TrialOutcome) -> None:
             states[i].outcome = outcome
-            history = states[i].history
-            self.tracking.finish_trial(
-                states[i].run_id, outcome.state.name, outcome.reason, {}, len(history)
+            standard.tracking.finish_trial(
+                states[i].run_id, outcome.state.name, outcome.reason, {}, 0
             )
 
         def report(epoch: int, metrics: list[dict[str, float]]) -> list[bool]:
             keep = []
-            for member, m in zip(module.members, metrics, strict=True):  # noqa: B023
-                i = member.index
+            for i, m in zip(alive, metrics, strict=True):
                 states[i].history.append(m)
-                self.tracking.tracker.log_metrics(states[i].run_id, m, epoch)
-                bad = next((k for k in ("train/loss", "val/loss") if not math.isfinite(m[k])), None)
-                if bad is not None:
-                    finish(
-                        i,
-                        TrialOutcome(
-                            TrialState.FAIL, reason=f"{bad} is {m[bad]} at epoch {epoch}", metrics=m
-                        ),
-                    )
-                    keep.append(False)
-                elif reporters[i].report(m[self.metric], epoch):
+                standard.tracking.tracker.log_metrics(states[i].run_id, m, epoch)
+                failure = diverged(m, epoch)
+                if failure:
+                    finish(i, TrialOutcome(TrialState.FAIL, reason=failure, metrics=m))
+                elif reporters[i].report(m[metric], epoch):
                     finish(i, TrialOutcome(TrialState.PRUNED, metrics=m))
-                    keep.append(False)
-                else:
-                    keep.append(True)
+                keep.append(states[i].outcome is None)
+            alive[:] = [i for i, k in zip(alive, keep, strict=True) if k]
             return keep
 
-        module: FusedClassifier | None = None
-
-        def attach(fitting: FusedClassifier) -> None:
-            nonlocal module
-            module = fitting
-
-        ((train_index, val_index),) = self.folds
+        ((train_index, val_index),) = standard.folds
         try:
-            train_group(self.arrays, train_index, val_index, members, report, attach)
+            train_group(standard.arrays, train_index, val_index, members, report)
         except Exception as error:  # OOM or any other error fails this group's open trials only
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
             log.warning("fused group of %d failed", len(specs), exc_info=True)
-            for i, state in enumerate(states):
-                if state.outcome is None:
-                    finish(
-                        i, TrialOutcome(TrialState.FAIL, reason=f"{type(error).__name__}: {error}")
-                    )
-        for member in module.members if module else []:  # the survivors: complete
-            if states[member.index].outcome is None:
-                m = states[member.index].history[-1]
-                finish(member.index, TrialOutcome(TrialState.COMPLETE, m[self.metric], metrics=m))
+            for i in alive:
+                finish(i, TrialOutcome(TrialState.FAIL, reason=f"{type(error).__name__}: {error}"))
+        for i in alive:
+            if states[i].outcome is None:  # the survivors: complete
+                m = states[i].history[-1]
+                finish(i, TrialOutcome(TrialState.COMPLETE, m[metric], metrics=m))
         for spec, state in zip(specs, states, strict=True):
             describe_trial(spec.trial, spec.config, state.outcome)
         return [state.outcome for state in states]
+
+
+def _valid(config: Mapping[str, Any]) -> bool:
+    try:
+        validate(config)
+    except ValueError:
+        return False
+    return True
 
 
 def _rates(config: Mapping[str, Any], depth: int) -> list[float]:

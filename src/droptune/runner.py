@@ -313,6 +313,12 @@ class TrialOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def diverged(metrics: Mapping[str, float], epoch: int) -> str | None:
+    """Why an epoch's losses end a trial (NaN or infinite), or None."""
+    bad = next((k for k in ("train/loss", "val/loss") if not math.isfinite(metrics[k])), None)
+    return None if bad is None else f"{bad} is {metrics[bad]} at epoch {epoch}"
+
+
 class TrialReporter(L.Callback):
     """Reports the study metric to the trial (every epoch, or every fold under CV), prunes, and
     stops a trial whose loss is NaN or infinite."""
@@ -330,11 +336,12 @@ class TrialReporter(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: DropoutClassifier) -> None:
         metrics = pl_module.history[-1]
-        bad = next((k for k in ("train/loss", "val/loss") if not math.isfinite(metrics[k])), None)
-        if bad is not None:
-            self.failure = f"{bad} is {metrics[bad]} at epoch {trainer.current_epoch}"
-            trainer.should_stop = True
-        elif self.metric in metrics and self.report(metrics[self.metric], trainer.current_epoch):
+        self.failure = diverged(metrics, trainer.current_epoch)
+        if (
+            self.failure
+            or self.metric in metrics
+            and self.report(metrics[self.metric], trainer.current_epoch)
+        ):
             trainer.should_stop = True
 
     def after_fold(self, index: int, results: list[FitResult]) -> bool:
@@ -367,10 +374,16 @@ class SequentialRunner:
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         return [self._run_one(spec) for spec in specs]
 
+    def open_run(self, spec: TrialSpec) -> str:
+        """The trial's MLflow child run; its id is kept on the trial."""
+        trial = spec.trial
+        run_id = self.tracking.start_trial(trial.number, trial.params, spec.config, self.study_name)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        return run_id
+
     def _run_one(self, spec: TrialSpec) -> TrialOutcome:
         trial, config = spec.trial, spec.config
-        run_id = self.tracking.start_trial(trial.number, trial.params, config, self.study_name)
-        trial.set_user_attr("mlflow_run_id", run_id)
+        run_id = self.open_run(spec)
         reporter = TrialReporter(trial, self.metric)
         epochs, curve_keys = 0, set()
         try:

@@ -69,8 +69,12 @@ def study_metric(cfg: Mapping[str, Any]) -> str:
 
 def validate_study(cfg: Mapping[str, Any]) -> None:
     s = cfg["study"]
-    if not s.get("name"):
-        raise ConfigError("study.name", s.get("name"), "a non-empty name")
+    if not isinstance(s.get("name"), str) or not s["name"]:
+        raise ConfigError(
+            "study.name",
+            s.get("name"),
+            "a non-empty string (quote names Hydra reads as numbers: study.name='\"1e3\"')",
+        )
     if not s.get("storage"):
         raise ConfigError(
             "study.storage",
@@ -485,7 +489,7 @@ def optimize(
     )
     runner = SequentialRunner(arrays, folds, metric, tracking, s["name"])
     if s.get("runner", "standard") == "fused":
-        runner = FusedRunner(s["fused"]["k"], runner, arrays, folds, metric, tracking, s["name"])
+        runner = FusedRunner(s["fused"]["k"], runner)
     base = retrain_base(choices or {}, cli_overrides)
     stop_at = time.monotonic() + s["timeout"] if s.get("timeout") else float("inf")
     log.info(
