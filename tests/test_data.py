@@ -179,3 +179,25 @@ def test_training_probe_is_a_fixed_training_sample_as_large_as_validation():
     assert len(probe_x.unique()) == 100
     val_loader, probe_loader = module.val_dataloader()
     assert torch.equal(torch.cat([b[0] for b in probe_loader]), probe_x)
+
+
+def test_a_shared_cache_prepares_each_split_once():
+    x = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    arrays = table(x, np.arange(300) % 2)
+    cache: dict = {}
+    first = TensorDataModule(arrays, np.arange(200), np.arange(200, 300), 32, cache=cache)
+    first.setup()
+    second = TensorDataModule(arrays, np.arange(200), np.arange(200, 300), 16, cache=cache)
+    second.setup()
+    assert second.tensors["train"][0] is first.tensors["train"][0]  # reused, not recomputed
+    raw = TensorDataModule(
+        arrays, np.arange(200), np.arange(200, 300), 32, standardize=False, cache=cache
+    )
+    raw.setup()
+    other = TensorDataModule(arrays, np.arange(100, 300), np.arange(100), 32, cache=cache)
+    other.setup()
+    assert len(cache) == 3
+    torch.testing.assert_close(raw.tensors["train"][0], torch.from_numpy(x[:200]))
+    assert len(other.tensors["train"][1]) == 200 and not torch.equal(
+        other.tensors["val"][0], first.tensors["val"][0]
+    )

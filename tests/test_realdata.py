@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, needs_shared_data
 
-from droptune.data import load
+from droptune.data import DataFileError, load
 from droptune.data.datasets import CHECKSUMS
 
 pytestmark = [pytest.mark.realdata, needs_shared_data]
@@ -44,5 +44,5 @@ def test_a_corrupted_copy_is_never_trained_on(tmp_path):
     copy.mkdir()
     data = (SHARED_DATA / "sonar" / "sonar.all-data").read_bytes()
     (copy / "sonar.all-data").write_bytes(data.replace(b",R", b",M", 1))
-    with pytest.raises(Exception, match="expected sha256"):
+    with pytest.raises(DataFileError, match="expected sha256"):
         load("sonar", tmp_path, mirrors=[])

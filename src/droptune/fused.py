@@ -301,12 +301,13 @@ def train_group(
     val_index: np.ndarray,
     members: list[Member],
     report: EpochReport,
+    data_cache: dict | None = None,
 ) -> FusedClassifier:
     """One fit of a group: data resident on the device once, a StackedMLP of the members."""
     base = members[0].config
     datamodule = ds.TensorDataModule(
         arrays, train_index, val_index, base["data"]["batch_size"],
-        standardize=base["data"].get("standardize", True), seed=base["seed"],
+        standardize=base["data"].get("standardize", True), seed=base["seed"], cache=data_cache,
     )  # fmt: skip
     trainer = L.Trainer(
         accelerator=base["trainer"].get("accelerator", "auto"),
@@ -401,7 +402,9 @@ class FusedRunner:
 
         ((train_index, val_index),) = standard.folds
         try:
-            train_group(standard.arrays, train_index, val_index, members, report)
+            train_group(
+                standard.arrays, train_index, val_index, members, report, standard.data_cache
+            )
         except Exception as error:  # OOM or any other error fails this group's open trials only
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()

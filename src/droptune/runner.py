@@ -125,6 +125,7 @@ def fit(
     callbacks: Sequence[L.Callback] = (),
     evaluate_test: bool = False,
     checkpoint: Path | None = None,
+    data_cache: dict | None = None,
 ) -> FitResult:
     """Train one model on one split; returns its per-epoch history (and test metrics if asked).
 
@@ -141,6 +142,7 @@ def fit(
         cfg["data"]["batch_size"],
         standardize=cfg["data"].get("standardize", True),
         seed=cfg["seed"],
+        cache=data_cache,
     )
     timer = EpochPublisher(sinks)
     epoch_seconds: list[float] = []
@@ -206,6 +208,7 @@ def fit_folds(
     evaluate_test: bool = False,
     after_fold: FoldHook | None = None,
     checkpoint: Path | None = None,
+    data_cache: dict | None = None,
 ) -> Fitted:
     """Fit one split (live sinks see every epoch) or k folds (fold-mean curves come back).
 
@@ -220,7 +223,17 @@ def fit_folds(
         live = [] if cross_validating else sinks
         saved = None if cross_validating else checkpoint
         results.append(
-            fit(cfg, arrays, train_index, val_index, live, callbacks, evaluate_test, saved)
+            fit(
+                cfg,
+                arrays,
+                train_index,
+                val_index,
+                live,
+                callbacks,
+                evaluate_test,
+                saved,
+                data_cache,
+            )
         )
         if after_fold is not None and after_fold(i, results):
             break
@@ -370,6 +383,7 @@ class SequentialRunner:
     ) -> None:
         self.arrays, self.folds, self.metric = arrays, folds, metric
         self.tracking, self.study_name = tracking, study_name
+        self.data_cache: dict = {}  # prepared device tensors, shared by this study's trials
 
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         return [self._run_one(spec) for spec in specs]
@@ -396,6 +410,7 @@ class SequentialRunner:
                 callbacks=[reporter],
                 after_fold=reporter.after_fold if len(self.folds) > 1 else None,
                 checkpoint=spec.checkpoint,
+                data_cache=self.data_cache,
             )
             resumed = fitted.folds[0].module.resumed_from_epoch
             if resumed:  # the retried trial's first epochs: its run's curves start at epoch 0

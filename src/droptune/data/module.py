@@ -6,6 +6,7 @@ is fitted on the training part only, so validation and test stay unseen.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import lightning as L
@@ -92,8 +93,12 @@ class TensorDataModule(L.LightningDataModule):
         eval_batch_size: int = 4096,
         standardize: bool = True,
         seed: int = 0,
+        cache: dict | None = None,
     ) -> None:
+        """`cache`, shared by the fits of one study, keeps the prepared tensors: every trial of a
+        study uses the same splits, so scaling and the copy to the device happen once, not per trial."""
         super().__init__()
+        self.cache = cache
         self.arrays = arrays
         self.train_index, self.val_index = train_index, val_index
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -118,6 +123,11 @@ class TensorDataModule(L.LightningDataModule):
         if self.tensors:
             return
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        split = hashlib.sha1(self.train_index.tobytes() + self.val_index.tobytes()).hexdigest()
+        key = (str(device), self.standardize, self.seed, split)
+        if self.cache is not None and key in self.cache:
+            self.tensors = self.cache[key]
+            return
         scale = self._scaler()
         a = self.arrays
 
@@ -133,6 +143,8 @@ class TensorDataModule(L.LightningDataModule):
         self.tensors["train_probe"] = on_device(a.x_train[probe], a.y_train[probe])
         if a.x_test is not None:
             self.tensors["test"] = on_device(a.x_test, a.y_test)
+        if self.cache is not None:
+            self.cache[key] = self.tensors
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
