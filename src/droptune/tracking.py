@@ -132,7 +132,7 @@ class Tracker:
         self.client.log_text(run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        now = _now_ms()
+        now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch)
 
@@ -144,9 +144,6 @@ class Tracker:
         self.client.set_terminated(
             run_id, status=RunStatus.to_string(RunStatus.from_string(status))
         )
-
-    def runs_table_url(self, ui: str = "http://127.0.0.1:5000") -> str:
-        return f"{ui}/#/experiments/{self.experiment_id}/runs"
 
 
 class StudyTracking:
@@ -231,10 +228,6 @@ class StudyTracking:
     def close_parent(self, error: BaseException | None) -> None:
         if self.parent_run_id is not None:
             self.tracker.end_run(self.parent_run_id, end_status(error))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def end_status(error: BaseException | None) -> str:
