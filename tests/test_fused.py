@@ -9,7 +9,7 @@ from conftest import compose_config
 from optuna.trial import TrialState
 
 from droptune.fused import Member, member_seed, train_group
-from droptune.models.stacked import StackedMLP
+from droptune.models.stacked import STORAGE_DTYPES, StackedMLP
 from droptune.runner import fit, load_data, splits
 from droptune.study import optimize
 
@@ -48,8 +48,8 @@ def train(cfgs, tmp_path, prune=None):
 
 
 def member_block(net: StackedMLP, k: int, sizes):
-    """Member k's unpadded weights, layer by layer."""
-    return [w.detach()[k, : sizes[i], : sizes[i + 1]] for i, w in enumerate(net.weights)]
+    """Member k's unpadded weights (out, in), layer by layer."""
+    return [w.detach()[k, : sizes[i + 1], : sizes[i]] for i, w in enumerate(net.weights)]
 
 
 def close(a, b):
@@ -87,12 +87,12 @@ def test_max_norm_holds_per_member_and_padding_stays_zero(tmp_path):
         c = cfg["model"]["max_norm"]
         sizes = [64, *cfg["model"]["widths"], 10]
         for i, weight in enumerate(group.net.weights):
-            real = weight.detach()[k, : sizes[i], : sizes[i + 1]]
+            real = weight.detach()[k, : sizes[i + 1], : sizes[i]]
             padded = weight.detach()[k].clone()
-            padded[: sizes[i], : sizes[i + 1]] = 0
+            padded[: sizes[i + 1], : sizes[i]] = 0
             assert padded.abs().max() == 0  # padding never learns anything
             if c is not None and i < len(group.net.weights) - 1:
-                assert real.norm(dim=0).max() <= c + 1e-5
+                assert real.norm(dim=1).max() <= c + 1e-5  # each unit's incoming weights
 
 
 def test_masks_differ_between_members_with_the_same_rate():
@@ -174,18 +174,27 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
         [sys.executable, str(REPO / "pipelines" / "bench.py"), f"paths.root_dir={tmp_path}",
          f"paths.data_dir={tmp_path}/nodata", f"paths.output_dir={tmp_path}/out", "trainer.accelerator=cpu",
          "model.widths=[16,16]", "bench.epochs=1", "bench.reference_batches=5", "bench.ks=[2]",
-         "bench.tune_trials=2", "bench.tune_epochs=1", "bench.tune_k=2"],
+         "bench.bf16_ks=[2]", "bench.compile=false", "bench.profile_precisions=[fp32]", "bench.profile_k=2",
+         "bench.profile_steps=3", "bench.tune_trials=2", "bench.tune_epochs=1", "bench.tune_k=2"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "bench.json").read_text().splitlines()]
-    assert [r["way"] for r in rows] == ["reference", "standard", "fused_k2", "tune_end_to_end"]
-    assert all(r["data"] == "synthetic" for r in rows[:3])
-    assert all(r["s_per_trial_epoch"] > 0 and r["tflops"] > 0 for r in rows[:3])
+    assert [r["way"] for r in rows] == [
+        "reference", "standard", "fused_k2", "fused_k2_bf16", "profile_fused_k2_fp32", "tune_end_to_end",
+    ]  # fmt: skip
+    timed = rows[:4]
+    assert all(r["data"] == "synthetic" for r in timed)
+    assert all(r["s_per_trial_epoch"] > 0 and r["tflops"] > 0 for r in timed)
     assert rows[1]["speedup_vs_reference"] == pytest.approx(
         rows[0]["s_per_trial_epoch"] / rows[1]["s_per_trial_epoch"]
     )
-    assert rows[3]["trials"] == 2 and rows[3]["wall_s"] > 0
+    assert [r["precision"] for r in rows[2:4]] == ["fp32", "bf16"]
+    assert all(0 <= r["val_acc_mean"] <= 1 for r in rows[2:4])
+    profile = rows[4]
+    assert set(profile["ms_per_step"]) == {"forward", "backward", "optimizer"}
+    assert all(ms > 0 for ms in profile["ms_per_step"].values()) and profile["steps"] == 3
+    assert rows[5]["trials"] == 2 and rows[5]["wall_s"] > 0
 
 
 def test_groups_share_depth_settings_and_a_width_band(tmp_path):
@@ -224,3 +233,71 @@ def test_a_diverging_member_fails_and_its_group_goes_on(tmp_path):
     )
     assert trials[0.05].state == TrialState.COMPLETE and len(trials[0.05].intermediate_values) == 3
     assert trials[0.05].user_attrs["fused_group_size"] == 2  # they trained together
+
+
+@pytest.mark.slow
+def test_compiled_steps_equal_eager_steps(tmp_path):
+    """torch.compile fuses masks, optimizer and max-norm into few kernels; the maths is unchanged."""
+    cfgs = [config(tmp_path, "optim=adam", *[o for o in m if "momentum" not in o]) for m in MEMBERS]
+    arrays = load_data(cfgs[0])
+    ((train_index, val_index),) = splits(cfgs[0], arrays)
+    runs = {}
+    for compiled in (False, True):
+        hist = []
+        module = train_group(
+            arrays, train_index, val_index,
+            [Member(i, c, member_seed(c["seed"], i)) for i, c in enumerate(cfgs)],
+            lambda epoch, metrics, hist=hist: (hist.append(metrics), [True] * len(metrics))[1],
+            compile=compiled,
+        )  # fmt: skip
+        runs[compiled] = (list(module.net.parameters()), hist)
+    for eager, compiled in zip(runs[False][0], runs[True][0], strict=True):
+        assert (eager - compiled).norm() <= 1e-5 * eager.norm()
+    for eager, compiled in zip(runs[False][1], runs[True][1], strict=True):
+        for a, b in zip(eager, compiled, strict=True):
+            assert close(a["val/loss"], b["val/loss"]) and close(a["train/loss"], b["train/loss"])
+
+
+def test_stochastic_rounding_to_bf16_is_unbiased_where_nearest_rounding_stalls():
+    from droptune.models.stacked_optim import _store_
+
+    ones = torch.ones(1, 1, 4096)
+    stochastic = ones.to(torch.bfloat16)
+    keys = torch.tensor([7])
+    for step in range(100):  # 100 updates of 1e-4, each under half of bf16's spacing at 1 (2**-7)
+        _store_(stochastic, stochastic.float() + 1e-4, keys + step)
+    nearest = ones.to(torch.bfloat16)
+    for _ in range(100):
+        nearest = (nearest.float() + 1e-4).to(torch.bfloat16)
+    assert torch.equal(nearest, ones.to(torch.bfloat16))  # round-to-nearest never moves
+    assert abs(stochastic.float().mean().item() - 1.01) < 0.002  # right on average
+    one_step = torch.empty(1, 1, 4096, dtype=torch.bfloat16)
+    _store_(one_step, ones + 0.3 * 2**-7, keys)  # 30% of the way to the next bf16 value
+    assert set(one_step.float().unique().tolist()) == {1.0, 1.0 + 2**-7}  # only the neighbours
+    assert abs((one_step.float() > 1).float().mean().item() - 0.3) < 0.03
+
+
+def test_bf16_storage_learns_like_fp32(tmp_path):
+    """Weights and optimizer state stored in bf16: final validation accuracy within 3 points."""
+    cfgs = [
+        config(tmp_path, "optim=adam", "optim.lr=0.003", "trainer.max_epochs=8", f"seed={seed}")
+        for seed in range(4)
+    ]
+    arrays = load_data(cfgs[0])
+    ((train_index, val_index),) = splits(cfgs[0], arrays)
+    final = {}
+    for precision in ("fp32", "bf16"):
+        hist = []
+        module = train_group(
+            arrays, train_index, val_index,
+            [Member(i, c, member_seed(c["seed"], i)) for i, c in enumerate(cfgs)],
+            lambda epoch, metrics, hist=hist: (hist.append(metrics), [True] * len(metrics))[1],
+            precision=precision,
+        )  # fmt: skip
+        assert all(p.dtype == STORAGE_DTYPES[precision] for p in module.net.parameters())
+        assert all(
+            s.dtype == STORAGE_DTYPES[precision] for st in module.optimizer.state for s in st
+        )
+        final[precision] = np.mean([m["val/acc"] for m in hist[-1]])
+    assert final["fp32"] > 0.9
+    assert abs(final["bf16"] - final["fp32"]) <= 0.03, final

@@ -157,9 +157,12 @@ def test_bad_study_settings_stop_before_the_first_trial(tmp_path):
         ("study.name=nan", "study.name"),  # Hydra reads it as a float
         ("study.metric=test/acc", "study.metric"),
         ("study.direction=minimize", "study.direction"),
+        ("study.runner=fused study.fused.k=0", "study.fused.k"),
+        ("study.fused.compile=sometimes", "study.fused.compile"),
+        ("study.fused.precision=fp16", "study.fused.precision"),
     ]:
         with pytest.raises(ConfigError) as error:
-            run_study(tmp_path, override)
+            run_study(tmp_path, *override.split())
         assert error.value.key == key
     assert not (tmp_path / "mlruns" / "optuna.db").exists()
 

@@ -134,21 +134,77 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     cfg_runs = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=epochs))
     standard = fit(cfg_runs, arrays, train_index, val_index)
     emit("standard", float(np.mean(standard.epoch_seconds[1:] or standard.epoch_seconds)))
-    for k in b["ks"]:
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        members = [Member(i, cfg_runs, member_seed(cfg["seed"], i)) for i in range(k)]
-        epoch_times: list[float] = []
-        train_group(
-            arrays, train_index, val_index, members,
-            lambda epoch, metrics, times=epoch_times: (times.append(metrics[0]["time/trial_epoch_s"]), [True] * len(metrics))[1],
+    compile = b.get("compile", "auto")
+    for precision, ks in (("fp32", b["ks"]), ("bf16", b.get("bf16_ks", []))):
+        for k in ks:
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            history = _fused(cfg_runs, arrays, train_index, val_index, k, compile, precision)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+            seconds = [epoch[0]["time/trial_epoch_s"] for epoch in history]
+            emit(
+                f"fused_k{k}" + ("" if precision == "fp32" else f"_{precision}"),
+                float(np.mean(seconds[1:] or seconds)),
+                k=k, precision=precision, compile=compile, peak_gpu_gib=peak,
+                val_acc_mean=float(np.mean([m["val/acc"] for m in history[-1]])),
+            )  # fmt: skip
+    for precision in b.get("profile_precisions", []):
+        row = profile(
+            cfg_runs, arrays, train_index[: b["profile_steps"] * 128], val_index,
+            b["profile_k"], compile, precision,
         )  # fmt: skip
-        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-        emit(f"fused_k{k}", float(np.mean(epoch_times[1:] or epoch_times)), k=k, peak_gpu_gib=peak)
+        results.append(dict(row, device=device, data=source))
+        print(json.dumps(results[-1]), flush=True)
     if b.get("tune_trials"):
         results.append(end_to_end(cfg, b, arrays))
         print(json.dumps(results[-1]), flush=True)
     return results
+
+
+def _fused(
+    cfg: Mapping[str, Any],
+    arrays: ds.Arrays,
+    train_index: np.ndarray,
+    val_index: np.ndarray,
+    k: int,
+    compile: bool | str,
+    precision: str,
+    phase_seconds: dict[str, float] | None = None,
+) -> list[list[dict[str, float]]]:
+    """One fused fit of k copies of the config (own seeds); its per-epoch metrics."""
+    members = [Member(i, cfg, member_seed(cfg["seed"], i)) for i in range(k)]
+    history: list[list[dict[str, float]]] = []
+    train_group(
+        arrays, train_index, val_index, members,
+        lambda epoch, metrics: (history.append(metrics), [True] * len(metrics))[1],
+        compile=compile, precision=precision, phase_seconds=phase_seconds,
+    )  # fmt: skip
+    return history
+
+
+def profile(
+    cfg: Mapping[str, Any],
+    arrays: ds.Arrays,
+    train_index: np.ndarray,
+    val_index: np.ndarray,
+    k: int,
+    compile: bool | str,
+    precision: str,
+) -> dict[str, Any]:
+    """Where a fused step's milliseconds go: forward, backward and optimizer (with max-norm), each
+    timed with the device synchronised around it, over one epoch of `train_index` after a
+    warm-up fit (compilation). Synchronising removes overlap, so the parts add up to a little
+    more than an unprofiled step."""
+    one_epoch = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=1))
+    _fused(one_epoch, arrays, train_index, val_index, k, compile, precision)  # warm-up
+    seconds: dict[str, float] = {}
+    _fused(one_epoch, arrays, train_index, val_index, k, compile, precision, seconds)
+    steps = -(-len(train_index) // cfg["data"]["batch_size"])
+    return {
+        "way": f"profile_fused_k{k}_{precision}", "k": k, "precision": precision, "compile": compile,
+        "steps": steps, "ms_evaluate": 1e3 * seconds.pop("evaluate"),
+        "ms_per_step": {phase: 1e3 * s / steps for phase, s in seconds.items()},
+    }  # fmt: skip
 
 
 def end_to_end(cfg: Mapping[str, Any], b: Mapping[str, Any], arrays: ds.Arrays) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +27,13 @@ from droptune import data as ds
 from droptune.config import mlp_widths, validate
 from droptune.models.stacked import (
     FUSED_VARIANTS,
+    STORAGE_DTYPES,
     StackedMLP,
     member_keys,
     stacked_cross_entropy,
     uniform,
 )
+from droptune.models.stacked_optim import StackedOptimizer
 from droptune.runner import (
     SequentialRunner,
     TrialOutcome,
@@ -91,69 +94,6 @@ class Member:
     seed: int
 
 
-class StackedOptimizer:
-    """SGD (momentum, nesterov) or Adam/AdamW with one lr, momentum and weight decay per member.
-
-    Written out because torch.optim takes one lr per parameter tensor, and here a tensor holds K
-    members. Updates are per member, so a member's trajectory does not depend on its group.
-    """
-
-    def __init__(
-        self, params: Sequence[torch.nn.Parameter], name: str, members: Sequence[Member]
-    ) -> None:
-        def column(key: str, default: float) -> torch.Tensor:
-            values = [float(m.config["optim"].get(key, default)) for m in members]
-            return torch.tensor(values, device=params[0].device).view(-1, 1, 1)
-
-        self.name = name
-        self.nesterov = bool(members[0].config["optim"].get("nesterov", False))
-        self.lr = column("lr", 0.01)
-        self.weight_decay = column("weight_decay", 0.0)
-        if name == "sgd":
-            self.momentum = column("momentum", 0.0)
-        else:
-            betas = [m.config["optim"].get("betas", (0.9, 0.999)) for m in members]
-            self.beta1 = torch.tensor([b[0] for b in betas], device=params[0].device).view(-1, 1, 1)
-            self.beta2 = torch.tensor([b[1] for b in betas], device=params[0].device).view(-1, 1, 1)
-        self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
-        self.steps = 0
-        self.lr_scale = 1.0  # the shared schedule's factor
-
-    @torch.no_grad()
-    def step(self, params: Sequence[torch.nn.Parameter]) -> None:
-        self.steps += 1
-        lr = self.lr * self.lr_scale
-        for p, state in zip(params, self.state, strict=True):
-            g = p.grad
-            if self.name == "sgd":
-                if self.weight_decay.any():
-                    g = g + self.weight_decay * p
-                if "buf" not in state:
-                    state["buf"] = g.clone()
-                else:
-                    state["buf"].mul_(self.momentum).add_(g)
-                update = g + self.momentum * state["buf"] if self.nesterov else state["buf"]
-                p.sub_(lr * update)
-                continue
-            if self.name == "adamw":
-                p.mul_(1.0 - lr * self.weight_decay)
-            elif self.weight_decay.any():
-                g = g + self.weight_decay * p
-            if "m" not in state:
-                state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
-            state["m"].lerp_(g, 1.0 - self.beta1)
-            state["v"].lerp_(g * g, 1.0 - self.beta2)
-            m_hat = state["m"] / (1.0 - self.beta1**self.steps)
-            v_hat = state["v"] / (1.0 - self.beta2**self.steps)
-            p.sub_(lr * m_hat / (v_hat.sqrt() + 1e-8))
-
-    def keep(self, members: torch.Tensor) -> None:
-        for name in ("lr", "weight_decay", "momentum", "beta1", "beta2"):
-            if hasattr(self, name):
-                setattr(self, name, getattr(self, name)[members])
-        self.state = [{k: v[members] for k, v in state.items()} for state in self.state]
-
-
 class StepIndices:
     """The dataloader of a fused fit: step numbers; the module gathers each member's batch."""
 
@@ -170,6 +110,15 @@ class StepIndices:
 EpochReport = Callable[[int, list[dict[str, float]]], list[bool]]
 
 
+def forward_losses(
+    net: StackedMLP, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member mean loss (K,) and correct count (K,) of a stacked batch: the part of a step
+    that torch.compile fuses (masks generated in the kernels that use them)."""
+    logits = net(x.to(net.weights[0].dtype))
+    return stacked_cross_entropy(logits, y), (logits.argmax(-1) == y).sum(1)
+
+
 class FusedClassifier(L.LightningModule):
     """A group of trials as one LightningModule (manual optimization over stacked parameters)."""
 
@@ -180,19 +129,41 @@ class FusedClassifier(L.LightningModule):
         tensors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
         batch_size: int,
         report: EpochReport,
+        compile: bool = False,
+        phase_seconds: dict[str, float] | None = None,
     ) -> None:
+        """`phase_seconds`, if given, accumulates the seconds of each phase of a step (forward,
+        backward, optimizer) and of evaluation, the device synchronised around each: a profile."""
         super().__init__()
+        self.phase_seconds = phase_seconds
         self.automatic_optimization = False
         self.net, self.members, self.tensors = net, list(members), tensors
-        self.batch_size, self.report = batch_size, report
+        self.batch_size, self.report, self.compile = batch_size, report, compile
         self.best = torch.full((len(members),), -math.inf)
         self.optimizer: StackedOptimizer | None = None
+        self.forward_losses = (
+            torch.compile(forward_losses, dynamic=True) if compile else forward_losses
+        )
         self._epoch_start = 0.0
 
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        if self.phase_seconds is None:
+            yield
+            return
+        synchronize = torch.cuda.synchronize if self.net.seeds.is_cuda else lambda: None
+        synchronize()
+        start = time.perf_counter()
+        yield
+        synchronize()
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
+
     def configure_optimizers(self) -> None:
-        params = list(self.net.parameters())
         self.optimizer = StackedOptimizer(
-            params, self.members[0].config["optim"]["name"], self.members
+            self.net,
+            self.members[0].config["optim"]["name"],
+            [m.config["optim"] for m in self.members],
+            self.compile,
         )
 
     def train_dataloader(self) -> StepIndices:
@@ -209,28 +180,28 @@ class FusedClassifier(L.LightningModule):
         schedule = self.members[0].config["optim"].get("schedule", "none")
         epochs = self.trainer.max_epochs
         if schedule == "cosine":
-            self.optimizer.lr_scale = 0.5 * (1 + math.cos(math.pi * self.current_epoch / epochs))
-        elif schedule == "exponential":
-            self.optimizer.lr_scale = (
-                self.members[0].config["optim"].get("gamma", 0.95) ** self.current_epoch
+            self.optimizer.lr_scale.fill_(
+                0.5 * (1 + math.cos(math.pi * self.current_epoch / epochs))
             )
+        elif schedule == "exponential":
+            gamma = self.members[0].config["optim"].get("gamma", 0.95)
+            self.optimizer.lr_scale.fill_(gamma**self.current_epoch)
 
     def training_step(self, step: int, batch_idx: int) -> None:
         x, y = self.tensors["train"]
         index = self.order[:, step * self.batch_size : (step + 1) * self.batch_size]
-        logits = self.net(x[index])
-        targets = y[index]
-        losses = stacked_cross_entropy(logits, targets)
-        params = list(self.net.parameters())
-        for p in params:
+        with self._phase("forward"):
+            losses, correct = self.forward_losses(self.net, x[index], y[index])
+        for p in self.net.parameters():
             p.grad = None
-        losses.sum().backward()  # members are independent: each gets its own gradient
-        self.optimizer.step(params)
-        self.net.apply_max_norm()
+        with self._phase("backward"):
+            losses.sum().backward()  # members are independent: each gets its own gradient
+        with self._phase("optimizer"):
+            self.optimizer.step()  # and each member's max-norm, in the same pass
         self.net.step += 1
         with torch.no_grad():
             self._sums[0] += losses.detach() * index.shape[1]
-            self._sums[1] += (logits.argmax(-1) == targets).sum(1)
+            self._sums[1] += correct
         self._seen += index.shape[1]
 
     @torch.no_grad()
@@ -238,23 +209,24 @@ class FusedClassifier(L.LightningModule):
         """Per-member (loss, accuracy) on a resident split, dropout off, in memory-bounded chunks."""
         self.net.eval()
         x, y = self.tensors[part]
-        chunk = max(
-            256, 2**22 // max(1, len(self.members) * max(w.shape[2] for w in self.net.weights))
-        )
-        loss = torch.zeros(len(self.members), device=x.device)
-        correct = torch.zeros(len(self.members), device=x.device)
+        k = len(self.members)
+        chunk = max(256, 2**22 // max(1, k * max(w.shape[1] for w in self.net.weights)))
+        loss = torch.zeros(k, device=x.device)
+        correct = torch.zeros(k, device=x.device)
         for start in range(0, len(y), chunk):
             xb, yb = x[start : start + chunk], y[start : start + chunk]
-            logits = self.net(xb.expand(len(self.members), *xb.shape))
-            targets = yb.expand(len(self.members), -1)
-            loss += stacked_cross_entropy(logits, targets) * len(yb)
-            correct += (logits.argmax(-1) == targets).sum(1)
+            chunk_loss, chunk_correct = self.forward_losses(
+                self.net, xb.expand(k, *xb.shape), yb.expand(k, -1)
+            )
+            loss += chunk_loss * len(yb)
+            correct += chunk_correct
         self.net.train()
         return loss / len(y), correct / len(y)
 
     def on_train_epoch_end(self) -> None:
-        val_loss, val_acc = self._evaluate("val")
-        _, probe_acc = self._evaluate("train_probe")
+        with self._phase("evaluate"):
+            val_loss, val_acc = self._evaluate("val")
+            _, probe_acc = self._evaluate("train_probe")
         train = (self._sums / self._seen).cpu()  # one host sync per epoch
         val_loss, val_acc, probe_acc = val_loss.cpu(), val_acc.cpu(), probe_acc.cpu()
         self.best = torch.maximum(self.best, val_acc)
@@ -302,8 +274,14 @@ def train_group(
     members: list[Member],
     report: EpochReport,
     data_cache: dict | None = None,
+    compile: bool | str = "auto",
+    precision: str = "fp32",
+    phase_seconds: dict[str, float] | None = None,
 ) -> FusedClassifier:
-    """One fit of a group: data resident on the device once, a StackedMLP of the members."""
+    """One fit of a group: data resident on the device once, a StackedMLP of the members.
+
+    `compile` (True, False, or "auto": on a GPU) fuses each step's element-wise work into a few
+    kernels; `precision` ("fp32" or "bf16") is the storage type of weights and optimizer state."""
     base = members[0].config
     datamodule = ds.TensorDataModule(
         arrays, train_index, val_index, base["data"]["batch_size"],
@@ -336,8 +314,13 @@ def train_group(
         base["model"]["activation"],
         [m.config["model"]["dropout"].get("placement", "after") for m in members],
         [m.config["model"]["dropout"].get("variant", "inverted") for m in members],
+        STORAGE_DTYPES[precision],
     ).to(trainer.strategy.root_device)
-    module = FusedClassifier(net, members, flat, base["data"]["batch_size"], report)
+    if compile == "auto":
+        compile = trainer.strategy.root_device.type == "cuda"
+    module = FusedClassifier(
+        net, members, flat, base["data"]["batch_size"], report, compile, phase_seconds
+    )
     trainer.fit(module)
     return module
 
@@ -349,8 +332,15 @@ class FusedRunner:
     to the standard runner it wraps, which also supplies the data, metric and tracking.
     """
 
-    def __init__(self, capacity: int, standard: SequentialRunner) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        standard: SequentialRunner,
+        compile: bool | str = "auto",
+        precision: str = "fp32",
+    ) -> None:
         self.capacity, self.standard = capacity, standard
+        self.compile, self.precision = compile, precision
 
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         outcomes: list[TrialOutcome | None] = [None] * len(specs)
@@ -403,8 +393,9 @@ class FusedRunner:
         ((train_index, val_index),) = standard.folds
         try:
             train_group(
-                standard.arrays, train_index, val_index, members, report, standard.data_cache
-            )
+                standard.arrays, train_index, val_index, members, report, standard.data_cache,
+                self.compile, self.precision,
+            )  # fmt: skip
         except Exception as error:  # OOM or any other error fails this group's open trials only
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()

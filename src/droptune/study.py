@@ -39,6 +39,7 @@ from droptune.config import validate
 from droptune.data import Arrays
 from droptune.errors import ConfigError
 from droptune.fused import FusedRunner
+from droptune.models.stacked import STORAGE_DTYPES
 from droptune.runner import SequentialRunner, TrialOutcome, TrialSpec, load_data, splits
 from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest
 from droptune.tracking import StudyTracking, Tracker, mask_url
@@ -93,9 +94,18 @@ def validate_study(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("study.direction", s["direction"], f"{METRICS[metric]} for {metric}")
     if s.get("runner", "standard") not in ("standard", "fused"):
         raise ConfigError("study.runner", s.get("runner"), "standard or fused")
-    k = (s.get("fused") or {}).get("k")
-    if s.get("runner") == "fused" and (not isinstance(k, int) or k < 1):
+    fused = s.get("fused") or {}
+    k = fused.get("k")
+    if s.get("runner") == "fused" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
         raise ConfigError("study.fused.k", k, "an integer >= 1: trials trained together in one fit")
+    if fused.get("compile", "auto") not in ("auto", True, False):
+        raise ConfigError(
+            "study.fused.compile", fused.get("compile"), "auto (on a GPU), true or false"
+        )
+    if fused.get("precision", "fp32") not in STORAGE_DTYPES:
+        raise ConfigError(
+            "study.fused.precision", fused.get("precision"), f"one of {', '.join(STORAGE_DTYPES)}"
+        )
     if s.get("sampler") not in SAMPLERS:
         raise ConfigError("study.sampler", s.get("sampler"), f"one of {', '.join(SAMPLERS)}")
     if s.get("pruner") not in PRUNERS:
@@ -489,7 +499,10 @@ def optimize(
     )
     runner = SequentialRunner(arrays, folds, metric, tracking, s["name"])
     if s.get("runner", "standard") == "fused":
-        runner = FusedRunner(s["fused"]["k"], runner)
+        fused = s["fused"]
+        runner = FusedRunner(
+            fused["k"], runner, fused.get("compile", "auto"), fused.get("precision", "fp32")
+        )
     base = retrain_base(choices or {}, cli_overrides)
     stop_at = time.monotonic() + s["timeout"] if s.get("timeout") else float("inf")
     log.info(

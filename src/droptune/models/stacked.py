@@ -4,7 +4,11 @@ Each member keeps everything a trial samples: its own widths (padded to the grou
 padding masked so each member computes exactly its own narrower network), dropout rates at every
 site, max-norm c, initialisation, data order and dropout masks. Randomness is counter-based (a hash
 of the member's seed, the step, the site and the unit), so a member's masks and data order do not
-depend on which other members share its group.
+depend on which other members share its group, and the masks can be generated inside a compiled
+kernel instead of being read from memory.
+
+Weights are stored (K, out, in): a unit's incoming weights are contiguous, so the max-norm of a unit
+is a contiguous reduction that the optimizer's single pass can do (see stacked_optim).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch.nn import functional as F
 from droptune.models.nets import ACTIVATIONS
 
 FUSED_VARIANTS = ("inverted", "classic", "gaussian")
+STORAGE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -30,8 +35,8 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return x ^ ((x >> 31) & 0x1FFFFFFFF)
 
 
-def uniform(keys: torch.Tensor, *shape: int) -> torch.Tensor:
-    """Uniform [0, 1) floats of shape (K, *shape), one stream per member key (K,) int64.
+def random_bits(keys: torch.Tensor, *shape: int) -> torch.Tensor:
+    """Hashed int64 bits of shape (K, *shape), one stream per member key (K,) int64.
 
     Element (i, j) draws from counter i * 2**24 + j: the same value whatever the padded width.
     """
@@ -39,20 +44,28 @@ def uniform(keys: torch.Tensor, *shape: int) -> torch.Tensor:
     if len(shape) == 2:
         rows = torch.arange(shape[0], device=keys.device, dtype=torch.int64)
         offsets = (rows.view(-1, 1) << 24) + offsets.view(1, -1)
-    bits = _mix(keys.view(-1, *([1] * len(shape))) * 1_000_003 + offsets.unsqueeze(0))
-    return ((bits >> 40) & 0xFFFFFF).to(torch.float32).mul_(2.0**-24)
+    return _mix(keys.view(-1, *([1] * len(shape))) * 1_000_003 + offsets.unsqueeze(0))
 
 
-def member_keys(seeds: torch.Tensor, *counters: int) -> torch.Tensor:
+def uniform(keys: torch.Tensor, *shape: int) -> torch.Tensor:
+    """Uniform [0, 1) floats of shape (K, *shape) from random_bits (24 bits each)."""
+    return ((random_bits(keys, *shape) >> 40) & 0xFFFFFF).to(torch.float32).mul_(2.0**-24)
+
+
+def member_keys(seeds: torch.Tensor, *counters: int | torch.Tensor) -> torch.Tensor:
     """One key per member for one use (epoch / step / site): hash of the seed and counters."""
-    key = seeds.clone()
+    key = seeds
     for counter in counters:
         key = _mix(key * 31 + counter)
     return key
 
 
 class StackedMLP(nn.Module):
-    """K fully connected classifiers; forward takes (K, B, in_dim) and returns (K, B, n_classes)."""
+    """K fully connected classifiers; forward takes (K, B, in_dim) and returns (K, B, n_classes).
+
+    `dtype` is the storage and compute type of weights and activations (bf16 halves the bytes each
+    step moves; matmuls still accumulate in fp32).
+    """
 
     def __init__(
         self,
@@ -67,6 +80,7 @@ class StackedMLP(nn.Module):
         activation: str = "relu",
         placements: Sequence[str] | None = None,
         variants: Sequence[str] | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         placements = list(placements or ["after"] * len(widths))
@@ -84,21 +98,21 @@ class StackedMLP(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for layer in range(depth + 1):
-            weight = torch.zeros(k, padded[layer], padded[layer + 1])
+            weight = torch.zeros(k, padded[layer + 1], padded[layer])
             bias = torch.zeros(k, 1, padded[layer + 1])
             for member, (size, seed) in enumerate(zip(sizes, seeds, strict=True)):
                 fan_in, fan_out = size[layer], size[layer + 1]
                 generator = torch.Generator().manual_seed(int(seed) * 1009 + layer)
                 bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default init
-                weight[member, :fan_in, :fan_out] = torch.empty(fan_in, fan_out).uniform_(
+                weight[member, :fan_out, :fan_in] = torch.empty(fan_out, fan_in).uniform_(
                     -bound, bound, generator=generator
                 )
                 bias[member, 0, :fan_out] = torch.empty(fan_out).uniform_(
                     -bound, bound, generator=generator
                 )
-            self.weights.append(nn.Parameter(weight))
-            self.biases.append(nn.Parameter(bias))
-        units = torch.zeros(k, depth, max(padded[1:-1]))
+            self.weights.append(nn.Parameter(weight.to(dtype)))
+            self.biases.append(nn.Parameter(bias.to(dtype)))
+        units = torch.zeros(k, depth, max(padded[1:-1]), dtype=dtype)
         for member, size in enumerate(sizes):
             for layer in range(depth):
                 units[member, layer, : size[layer + 1]] = 1.0
@@ -110,13 +124,21 @@ class StackedMLP(nn.Module):
         )
         self.register_buffer("output_rates", torch.tensor(output_rates, dtype=torch.float32))
         norms = [math.inf if c is None else float(c) for c in max_norms]
-        self.register_buffer("max_norms", torch.tensor(norms, dtype=torch.float32))
+        self.register_buffer("max_norms", torch.tensor(norms, dtype=torch.float32).view(-1, 1, 1))
         # per member: which variant (index into FUSED_VARIANTS) and whether dropout precedes the activation
         codes = [FUSED_VARIANTS.index(v) for v in variants]
         self.register_buffer("variant_codes", torch.tensor(codes, dtype=torch.int64).view(-1, 1, 1))
         before = [p == "before" for p in placements]
         self.register_buffer("before", torch.tensor(before, dtype=torch.bool).view(-1, 1, 1))
-        self.step = 0  # advances the dropout streams; saved with the optimizer state
+        # advances the dropout streams; a tensor so that a compiled forward is not recompiled per step
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self._set_branches(codes, before)
+
+    def _set_branches(self, codes: Sequence[int], before: Sequence[bool]) -> None:
+        """Which code paths any member needs, as Python flags (no device sync in forward)."""
+        self.any_classic = FUSED_VARIANTS.index("classic") in codes
+        self.any_gaussian = FUSED_VARIANTS.index("gaussian") in codes
+        self.any_before = any(before)
 
     def _dropout(self, h: torch.Tensor, rates: torch.Tensor, site: int) -> torch.Tensor:
         """Each member's own variant: inverted (keep / (1 - p)), classic (keep; x (1 - p) at
@@ -124,39 +146,40 @@ class StackedMLP(nn.Module):
         p = rates.view(-1, 1, 1)
         classic = self.variant_codes == 1
         if not self.training:
-            return h * torch.where(classic, 1.0 - p, 1.0) if classic.any() else h
+            return h * torch.where(classic, 1.0 - p, 1.0).to(h.dtype) if self.any_classic else h
         u = uniform(member_keys(self.seeds, self.step, site), h.shape[1], h.shape[2])
-        keep = (u >= p).to(h.dtype)
-        factor = torch.where(classic, keep, keep / (1.0 - p)) if classic.any() else keep / (1.0 - p)
-        gaussian = self.variant_codes == 2
-        if gaussian.any():
+        keep = (u >= p).to(torch.float32)
+        factor = (
+            torch.where(classic, keep, keep / (1.0 - p)) if self.any_classic else keep / (1 - p)
+        )
+        if self.any_gaussian:
             noise = torch.erfinv(u.clamp(1e-7, 1 - 1e-7) * 2 - 1) * math.sqrt(2)  # N(0, 1)
-            factor = torch.where(gaussian, 1.0 + torch.sqrt(p / (1.0 - p)) * noise, factor)
-        return h * factor
+            factor = torch.where(
+                self.variant_codes == 2, 1.0 + torch.sqrt(p / (1.0 - p)) * noise, factor
+            )
+        return h * factor.to(h.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self._dropout(x, self.input_rates, 0)
         depth = len(self.weights) - 1
         for layer in range(depth):
-            width = self.weights[layer].shape[2]
-            z = torch.baddbmm(self.biases[layer], h, self.weights[layer])
+            width = self.weights[layer].shape[1]
+            z = torch.baddbmm(self.biases[layer], h, self.weights[layer].transpose(1, 2))
             mask = self.unit_mask[:, layer : layer + 1, :width]
             rates = self.hidden_rates[:, layer]
             after = self._dropout(self.activation(z) * mask, rates, layer + 1)
-            if self.before.any():  # members with dropout before the activation (same masks)
+            if self.any_before:  # members with dropout before the activation (same masks)
                 before = self.activation(self._dropout(z, rates, layer + 1)) * mask
                 after = torch.where(self.before, before, after)
             h = after
         h = self._dropout(h, self.output_rates, depth + 1)
-        return torch.baddbmm(self.biases[-1], h, self.weights[-1])
+        return torch.baddbmm(self.biases[-1], h, self.weights[-1].transpose(1, 2))
 
-    @torch.no_grad()
-    def apply_max_norm(self) -> None:
-        """Each member's hidden units' incoming weight vectors (columns) to norm <= its c."""
-        c = self.max_norms.view(-1, 1, 1)
-        for weight in list(self.weights)[:-1]:
-            norms = weight.norm(dim=1, keepdim=True)
-            weight.mul_(torch.clamp(c / norms.clamp_min(1e-12), max=1.0))
+    def constrained(self) -> list[bool]:
+        """Per parameter (as parameters() lists them): whether max-norm applies (hidden units'
+        incoming weights; not the output layer, not biases)."""
+        n = len(self.weights)
+        return [i < n - 1 for i in range(n)] + [False] * len(self.biases)
 
     def keep(self, members: torch.Tensor) -> None:
         """Drop every member not in `members` (a pruned trial leaves; the GPU's work shrinks)."""
@@ -174,13 +197,14 @@ class StackedMLP(nn.Module):
             "before",
         ):
             setattr(self, name, getattr(self, name)[members])
+        self._set_branches(self.variant_codes.flatten().tolist(), self.before.flatten().tolist())
 
 
 def stacked_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-member mean cross-entropy (K,), from logits (K, B, C) and labels (K, B)."""
+    """Per-member mean cross-entropy (K,), from logits (K, B, C) and labels (K, B), in fp32."""
     k, b, c = logits.shape
     return (
-        F.cross_entropy(logits.reshape(k * b, c), y.reshape(k * b), reduction="none")
+        F.cross_entropy(logits.reshape(k * b, c).float(), y.reshape(k * b), reduction="none")
         .view(k, b)
         .mean(1)
     )

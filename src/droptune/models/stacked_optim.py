@@ -1,0 +1,149 @@
+"""Optimizers for stacked members: SGD (momentum, nesterov), Adam and AdamW, one lr, momentum /
+betas and weight decay per member, with each member's max-norm constraint in the same pass.
+
+Written out because torch.optim takes one lr per parameter tensor, and here a tensor holds K
+members. Each update is one function over a whole parameter tensor: compiled (torch.compile), it is
+one kernel that reads the parameter, its gradient and optimizer state once and writes them once,
+where an eager update makes about ten passes. Bias corrections, schedule and step count live on the
+device, so a step needs no host sync and never recompiles. With bf16 storage the update is computed
+in fp32 and stored with stochastic rounding (member-keyed random bits), so updates far smaller than
+bf16's resolution still move the weights on average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from droptune.models.stacked import StackedMLP, member_keys, random_bits
+
+EPS = 1e-8
+
+
+def _store_(target: torch.Tensor, value: torch.Tensor, keys: torch.Tensor) -> None:
+    """target <- value (fp32); to bf16 by stochastic rounding: add 16 random bits below bf16's
+    last mantissa bit and truncate (rounds up with probability equal to the dropped fraction)."""
+    if target.dtype == torch.float32:
+        target.copy_(value)
+        return
+    noise = (random_bits(keys, value.shape[1], value.shape[2]) >> 20) & 0xFFFF
+    bits = (value.view(torch.int32) + noise.to(torch.int32)) & -65536  # 0xFFFF0000
+    target.copy_(bits.view(torch.float32))
+
+
+def _constrain(p: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
+    """Each unit's incoming weights (last dim) to norm <= its member's c (inf: no constraint)."""
+    norm = p.norm(dim=2, keepdim=True)
+    return p * torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0)
+
+
+def adam_update_(
+    p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
+    lr: torch.Tensor, beta1: torch.Tensor, beta2: torch.Tensor, weight_decay: torch.Tensor,
+    t: torch.Tensor, max_norm: torch.Tensor, keys: torch.Tensor, decoupled: bool, constrain: bool,
+) -> None:  # fmt: skip
+    """One Adam (decoupled: AdamW) step of a stacked parameter, then its max-norm; in place."""
+    p32, g32 = p.float(), g.float()
+    if decoupled:
+        p32 = p32 * (1.0 - lr * weight_decay)
+    else:
+        g32 = g32 + weight_decay * p32
+    m32 = torch.lerp(m.float(), g32, 1.0 - beta1)
+    v32 = torch.lerp(v.float(), g32 * g32, 1.0 - beta2)
+    m_hat = m32 / (1.0 - beta1**t)
+    v_hat = v32 / (1.0 - beta2**t)
+    p32 = p32 - lr * m_hat / (v_hat.sqrt() + EPS)
+    if constrain:
+        p32 = _constrain(p32, max_norm)
+    step_keys = member_keys(keys, t.long())
+    _store_(p, p32, step_keys)
+    _store_(m, m32, step_keys + 1)
+    _store_(v, v32, step_keys + 2)
+
+
+def sgd_update_(
+    p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor,
+    lr: torch.Tensor, momentum: torch.Tensor, weight_decay: torch.Tensor,
+    t: torch.Tensor, max_norm: torch.Tensor, keys: torch.Tensor, nesterov: bool, constrain: bool,
+) -> None:  # fmt: skip
+    """One SGD step (torch.optim.SGD's rule, dampening 0) of a stacked parameter, then its
+    max-norm; in place. The buffer starts at zero, so the first step's buffer is the gradient."""
+    p32 = p.float()
+    g32 = g.float() + weight_decay * p32
+    buf32 = momentum * buf.float() + g32
+    update = g32 + momentum * buf32 if nesterov else buf32
+    p32 = p32 - lr * update
+    if constrain:
+        p32 = _constrain(p32, max_norm)
+    step_keys = member_keys(keys, t.long())
+    _store_(p, p32, step_keys)
+    _store_(buf, buf32, step_keys + 1)
+
+
+class StackedOptimizer:
+    """Per-member hyperparameters as (K, 1, 1) device tensors; `step()` updates every parameter of
+    a StackedMLP, constraint included. `compile` turns each update into one fused kernel."""
+
+    def __init__(
+        self,
+        net: StackedMLP,
+        name: str,
+        optim_configs: Sequence[Mapping[str, Any]],
+        compile: bool = False,
+    ) -> None:
+        device = net.seeds.device
+
+        def column(values: Sequence[float]) -> torch.Tensor:
+            return torch.tensor([float(x) for x in values], device=device).view(-1, 1, 1)
+
+        self.net, self.name = net, name
+        self.nesterov = bool(optim_configs[0].get("nesterov", False))
+        self.hyper = {
+            "lr": column([o.get("lr", 0.01) for o in optim_configs]),
+            "weight_decay": column([o.get("weight_decay", 0.0) for o in optim_configs]),
+        }
+        if name == "sgd":
+            self.hyper["momentum"] = column([o.get("momentum", 0.0) for o in optim_configs])
+        else:
+            betas = [o.get("betas", (0.9, 0.999)) for o in optim_configs]
+            self.hyper["beta1"] = column([b[0] for b in betas])
+            self.hyper["beta2"] = column([b[1] for b in betas])
+        self.lr_scale = torch.ones((), device=device)  # the shared schedule's factor
+        self.t = torch.zeros((), device=device)  # steps taken
+        slots = 1 if name == "sgd" else 2
+        self.state = [[torch.zeros_like(p) for _ in range(slots)] for p in net.parameters()]
+        # per parameter: a member-keyed stream for stochastic rounding
+        self.keys = [member_keys(net.seeds, 1000 + i) for i in range(len(self.state))]
+        update = sgd_update_ if name == "sgd" else adam_update_
+        self._update: Callable[..., None] = (
+            torch.compile(update, dynamic=True, fullgraph=True) if compile else update
+        )
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        lr = self.hyper["lr"] * self.lr_scale
+        net = self.net
+        params = list(net.parameters())
+        for p, state, keys, constrain in zip(
+            params, self.state, self.keys, net.constrained(), strict=True
+        ):
+            if self.name == "sgd":
+                self._update(
+                    p, p.grad, *state, lr, self.hyper["momentum"], self.hyper["weight_decay"],
+                    self.t, net.max_norms, keys, self.nesterov, constrain,
+                )  # fmt: skip
+            else:
+                self._update(
+                    p, p.grad, *state, lr, self.hyper["beta1"], self.hyper["beta2"],
+                    self.hyper["weight_decay"], self.t, net.max_norms, keys, self.name == "adamw",
+                    constrain,
+                )  # fmt: skip
+
+    def keep(self, members: torch.Tensor) -> None:
+        """Follow StackedMLP.keep: only the surviving members' rows."""
+        self.hyper = {name: value[members] for name, value in self.hyper.items()}
+        self.state = [[slot[members] for slot in state] for state in self.state]
+        self.keys = [keys[members] for keys in self.keys]
