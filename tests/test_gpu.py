@@ -1,8 +1,13 @@
-"""On a CUDA machine: training runs on the GPU with the data resident there (skipped elsewhere)."""
+"""On a CUDA machine: training runs on the GPU with the data resident there, a training step never
+waits for the device, and the compiled fused step equals the eager one (skipped elsewhere)."""
 
 import lightning as L
 import pytest
 import torch
+from test_fused import MEMBERS, config
+
+from droptune.fused import FusedClassifier, Member, member_seed, train_group
+from droptune.runner import fit, load_data, splits
 
 pytestmark = [
     pytest.mark.gpu,
@@ -10,12 +15,22 @@ pytestmark = [
 ]
 
 
-def test_auto_accelerator_trains_on_the_gpu_with_resident_data(make_cfg):
-    from droptune.runner import fit, load_data, splits
+class NoHostSync(L.Callback):
+    """From the third step on, any device-to-host sync inside a training step raises."""
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx >= 2:
+            torch.cuda.set_sync_debug_mode("error")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_auto_accelerator_trains_on_the_gpu_with_resident_data_and_no_sync_per_step(make_cfg):
     cfg = make_cfg(
-        "trainer.accelerator=auto", "trainer.max_epochs=3", "model.width=64", "optim=adam"
-    )
+        "trainer.accelerator=auto", "trainer.max_epochs=3", "model.width=64", "optim=adam",
+        "model.max_norm=3.0",
+    )  # fmt: skip
     arrays = load_data(cfg)
     ((train_index, val_index),) = splits(cfg, arrays)
     devices = set()
@@ -24,7 +39,40 @@ def test_auto_accelerator_trains_on_the_gpu_with_resident_data(make_cfg):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             devices.update({batch[0].device.type, next(pl_module.parameters()).device.type})
 
-    result = fit(cfg, arrays, train_index, val_index, callbacks=[BatchDevice()])
+    result = fit(cfg, arrays, train_index, val_index, callbacks=[BatchDevice(), NoHostSync()])
     assert result.device.startswith("cuda")
     assert devices == {"cuda"}  # batches come from tensors resident on the GPU
     assert result.history[-1]["val/acc"] > 0.5
+
+
+def test_compiled_fused_steps_on_the_gpu_equal_eager_ones_without_a_sync(tmp_path, monkeypatch):
+    cfgs = [
+        config(tmp_path, "trainer.accelerator=auto", "optim=adam", *[o for o in m if "momentum" not in o])
+        for m in MEMBERS
+    ]  # fmt: skip
+    arrays = load_data(cfgs[0])
+    ((train_index, val_index),) = splits(cfgs[0], arrays)
+    step = FusedClassifier.training_step
+
+    def checked_step(self, index, batch_idx):
+        torch.cuda.set_sync_debug_mode("error" if self.global_step >= 2 else "default")
+        try:
+            return step(self, index, batch_idx)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(FusedClassifier, "training_step", checked_step)
+    runs = {}
+    for compiled in (False, True):
+        hist = []
+        module = train_group(
+            arrays, train_index, val_index,
+            [Member(i, c, member_seed(c["seed"], i)) for i, c in enumerate(cfgs)],
+            lambda epoch, metrics, hist=hist: (hist.append(metrics), [True] * len(metrics))[1],
+            compile=compiled,
+        )  # fmt: skip
+        assert module.net.seeds.is_cuda
+        runs[compiled] = hist
+    for eager, compiled in zip(runs[False], runs[True], strict=True):
+        for a, b in zip(eager, compiled, strict=True):
+            assert abs(a["val/loss"] - b["val/loss"]) <= 1e-4 * a["val/loss"], (a, b)
