@@ -8,7 +8,7 @@ import torch
 from conftest import compose_config
 from optuna.trial import TrialState
 
-from droptune.fused import Member, member_seed, train_group
+from droptune.fused import Member, load_member_checkpoint, member_seed, train_group
 from droptune.models.stacked import STORAGE_DTYPES, StackedMLP
 from droptune.runner import fit, load_data, splits
 from droptune.study import optimize
@@ -257,6 +257,21 @@ def test_compiled_steps_equal_eager_steps(tmp_path):
         for a, b in zip(eager, compiled, strict=True):
             assert close(a["val/loss"], b["val/loss"]) and close(a["train/loss"], b["train/loss"])
 
+    # another group, other widths, a member leaving after the first epoch (the stacked tensors
+    # shrink): nothing new to compile (new graphs come only with a new set of variants, a new
+    # storage type, or a group of one)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    other = [
+        config(tmp_path, "optim=adam", *[o for o in m if "momentum" not in o], f"model.widths=[{w},{w // 2}]")
+        for m, w in zip(MEMBERS, (40, 20, 24), strict=True)
+    ]  # fmt: skip
+    train_group(
+        arrays, train_index, val_index,
+        [Member(i, c, member_seed(c["seed"], i + 7)) for i, c in enumerate(other)],
+        lambda epoch, metrics: [epoch > 0 or i > 0 for i in range(len(metrics))], compile=True,
+    )  # fmt: skip
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
 
 def test_stochastic_rounding_to_bf16_is_unbiased_where_nearest_rounding_stalls():
     from droptune.models.stacked_optim import _store_
@@ -301,3 +316,56 @@ def test_bf16_storage_learns_like_fp32(tmp_path):
         final[precision] = np.mean([m["val/acc"] for m in hist[-1]])
     assert final["fp32"] > 0.9
     assert abs(final["bf16"] - final["fp32"]) <= 0.03, final
+
+
+class Killed(Exception):
+    """Stands for the worker dying in the middle of an epoch."""
+
+
+def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_path):
+    cfgs = [
+        config(tmp_path, "optim=adam", "trainer.max_epochs=4", *[o for o in m if "momentum" not in o])
+        for m in MEMBERS
+    ]  # fmt: skip
+    arrays = load_data(cfgs[0])
+    ((train_index, val_index),) = splits(cfgs[0], arrays)
+    paths = [tmp_path / "ckpt" / f"trial_{i}" / "fused.pt" for i in range(len(cfgs))]
+
+    def members(resume=False):
+        return [
+            Member(i, c, member_seed(c["seed"], i), paths[i], load_member_checkpoint(paths[i]) if resume else None)
+            for i, c in enumerate(cfgs)
+        ]  # fmt: skip
+
+    full = []
+    whole = train_group(
+        arrays, train_index, val_index, members(),
+        lambda epoch, metrics: (full.append(metrics), [True] * len(metrics))[1],
+    )  # fmt: skip
+
+    def dies_in_epoch_2(epoch, metrics):
+        if epoch == 2:
+            raise Killed
+        return [True] * len(metrics)
+
+    with pytest.raises(Killed):
+        train_group(
+            arrays, train_index, val_index, members(), dies_in_epoch_2, checkpoint_interval=0
+        )
+    assert all(load_member_checkpoint(p)["epoch"] == 2 for p in paths)
+    resumed_epochs = []
+    resumed = train_group(
+        arrays, train_index, val_index, members(resume=True),
+        lambda epoch, metrics: (resumed_epochs.append(epoch), [True] * len(metrics))[1],
+    )  # fmt: skip
+    assert resumed_epochs == [2, 3]  # only the remaining epochs, numbered from where it stopped
+
+    def curves(module):
+        return [
+            [{k: v for k, v in m.items() if not k.startswith("time/")} for m in h]
+            for h in module.histories
+        ]
+
+    assert curves(resumed) == curves(whole)  # the same values, and the saved epochs carried over
+    for a, b in zip(whole.net.parameters(), resumed.net.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -188,8 +188,9 @@ def test_cross_validation_objective(tmp_path):
         assert sorted(trial.intermediate_values) == [0, 1, 2]  # one report per fold
 
 
-def start_worker_mid_trial(tmp_path, overrides):
-    """Start pipelines/tune.py and return (process, the trial it is running) once it trains."""
+def start_worker_mid_trial(tmp_path, overrides, saved_as="last.ckpt"):
+    """Start pipelines/tune.py and return (process, the trial it is running) once it trains and
+    has saved a checkpoint (`saved_as`: the standard runner's, or fused.pt: a fused member's)."""
     worker = subprocess.Popen(
         [sys.executable, str(REPO / "pipelines" / "tune.py"), *overrides],
         stdout=subprocess.DEVNULL,
@@ -209,8 +210,7 @@ def start_worker_mid_trial(tmp_path, overrides):
         running = [
             t
             for t in trials
-            if t.state == TrialState.RUNNING
-            and (saved / f"trial_{t.number}" / "last.ckpt").exists()
+            if t.state == TrialState.RUNNING and (saved / f"trial_{t.number}" / saved_as).exists()
         ]
         if running:  # mid-trial, with at least one epoch saved (a trial takes 200)
             return worker, running[0]
@@ -227,10 +227,17 @@ SLOW_TRIALS = [
 ]
 
 
+FUSED = ["study.runner=fused", "study.fused.k=2", "study.fused.checkpoint_interval=0"]
+
+
 @pytest.mark.slow
-def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_path):
-    overrides = tune_overrides(tmp_path, *SLOW_TRIALS)
-    worker, running = start_worker_mid_trial(tmp_path, overrides)
+@pytest.mark.parametrize("runner", ["standard", "fused"])
+def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_path, runner):
+    fused = runner == "fused"
+    overrides = tune_overrides(tmp_path, *SLOW_TRIALS, *(FUSED if fused else []))
+    worker, running = start_worker_mid_trial(
+        tmp_path, overrides, "fused.pt" if fused else "last.ckpt"
+    )
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     time.sleep(4)  # past the grace period

@@ -10,12 +10,16 @@ at the end of an epoch, and the stacked tensors shrink with them.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -29,6 +33,7 @@ from droptune.models.stacked import (
     FUSED_VARIANTS,
     STORAGE_DTYPES,
     StackedMLP,
+    compiled,
     member_keys,
     stacked_cross_entropy,
     uniform,
@@ -87,11 +92,22 @@ def member_seed(seed: int, trial_number: int) -> int:
 
 @dataclass
 class Member:
-    """One trial inside a group: its config and what the study loop needs back."""
+    """One trial inside a group: its config, where its state is saved, and what it resumes from."""
 
     index: int  # position in the runner's input list
     config: dict[str, Any]
     seed: int
+    checkpoint: Path | None = None
+    resume: dict[str, Any] | None = None  # a saved member state (load_member_checkpoint)
+
+    @property
+    def start_epoch(self) -> int:
+        return self.resume["epoch"] if self.resume else 0
+
+
+def load_member_checkpoint(path: Path | None) -> dict[str, Any] | None:
+    """A fused member's saved state (unpadded tensors, epochs done, curves), or None."""
+    return torch.load(path, map_location="cpu") if path is not None and path.exists() else None
 
 
 class StepIndices:
@@ -131,19 +147,29 @@ class FusedClassifier(L.LightningModule):
         report: EpochReport,
         compile: bool = False,
         phase_seconds: dict[str, float] | None = None,
+        checkpoint_interval: float | None = None,
     ) -> None:
         """`phase_seconds`, if given, accumulates the seconds of each phase of a step (forward,
-        backward, optimizer) and of evaluation, the device synchronised around each: a profile."""
+        backward, optimizer) and of evaluation, the device synchronised around each: a profile.
+        `checkpoint_interval`: save each member's state at the first epoch end this many seconds
+        after the last save (members without a checkpoint path are not saved).
+
+        Members resuming from a checkpoint all start at the same epoch (the runner groups them
+        so); the fit then runs the remaining epochs and numbers them from there."""
         super().__init__()
         self.phase_seconds = phase_seconds
         self.automatic_optimization = False
         self.net, self.members, self.tensors = net, list(members), tensors
         self.batch_size, self.report, self.compile = batch_size, report, compile
-        self.best = torch.full((len(members),), -math.inf)
-        self.optimizer: StackedOptimizer | None = None
-        self.forward_losses = (
-            torch.compile(forward_losses, dynamic=True) if compile else forward_losses
+        (self.epoch_offset,) = {m.start_epoch for m in members}
+        self.histories = [list(m.resume["history"]) if m.resume else [] for m in members]
+        self.best = torch.tensor(
+            [max((h["val/acc"] for h in hist), default=-math.inf) for hist in self.histories]
         )
+        self.checkpoint_interval = checkpoint_interval
+        self._saved_at = time.monotonic()
+        self.optimizer: StackedOptimizer | None = None
+        self.forward_losses = compiled(forward_losses) if compile else forward_losses
         self._epoch_start = 0.0
 
     @contextmanager
@@ -165,6 +191,60 @@ class FusedClassifier(L.LightningModule):
             [m.config["optim"] for m in self.members],
             self.compile,
         )
+        resumed = [(i, m.resume) for i, m in enumerate(self.members) if m.resume]
+        if not resumed:
+            return
+        with torch.no_grad():
+            for i, saved in resumed:
+                for index, p, slot, values, state in zip(
+                    self._slices(i), self.net.parameters(), self.optimizer.state,
+                    saved["params"], saved["state"], strict=True,
+                ):  # fmt: skip
+                    p[index] = values.to(p)
+                    for target, value in zip(slot, state, strict=True):
+                        target[index] = value.to(target)
+            steps = resumed[0][1]["steps"]  # the same for every member: same epochs, same data
+            self.net.step.fill_(steps)
+            self.optimizer.t.fill_(steps)
+
+    def _slices(self, i: int) -> list[tuple]:
+        """Member i's own (unpadded) part of each stacked parameter, as parameters() lists them."""
+        sizes = [
+            self.net.weights[0].shape[2],
+            *mlp_widths(self.members[i].config["model"]),
+            self.net.weights[-1].shape[1],
+        ]
+        weights = [
+            (i, slice(0, fan_out), slice(0, fan_in))
+            for fan_in, fan_out in itertools.pairwise(sizes)
+        ]
+        biases = [(i, slice(None), slice(0, fan_out)) for fan_out in sizes[1:]]
+        return weights + biases
+
+    def _save_members(self) -> None:
+        """Each surviving member's own state, atomically: a retried trial resumes from it."""
+        for i, member in enumerate(self.members):
+            if member.checkpoint is None:
+                continue
+            slices = self._slices(i)
+            state = {
+                "epoch": len(self.histories[i]),
+                "steps": int(self.net.step),
+                "history": self.histories[i],
+                "params": [
+                    p.detach()[index].cpu()
+                    for index, p in zip(slices, self.net.parameters(), strict=True)
+                ],
+                "state": [
+                    [v[index].cpu() for v in slot]
+                    for index, slot in zip(slices, self.optimizer.state, strict=True)
+                ],
+            }
+            member.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            staged = member.checkpoint.with_name(member.checkpoint.name + ".tmp")
+            torch.save(state, staged)
+            os.replace(staged, member.checkpoint)
+        self._saved_at = time.monotonic()
 
     def train_dataloader(self) -> StepIndices:
         n = len(self.tensors["train"][1])
@@ -172,20 +252,19 @@ class FusedClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         x, _ = self.tensors["train"]
-        keys = member_keys(self.net.seeds, 1_000_000 + self.current_epoch)
+        epoch = self.epoch_offset + self.current_epoch
+        keys = member_keys(self.net.seeds, 1_000_000 + epoch)
         self.order = torch.argsort(uniform(keys, len(x)), dim=1)  # each member's own shuffle
         self._sums = torch.zeros(2, len(self.members), device=x.device)  # loss sum, correct count
         self._seen = 0
         self._epoch_start = time.perf_counter()
         schedule = self.members[0].config["optim"].get("schedule", "none")
-        epochs = self.trainer.max_epochs
+        epochs = self.epoch_offset + self.trainer.max_epochs
         if schedule == "cosine":
-            self.optimizer.lr_scale.fill_(
-                0.5 * (1 + math.cos(math.pi * self.current_epoch / epochs))
-            )
+            self.optimizer.lr_scale.fill_(0.5 * (1 + math.cos(math.pi * epoch / epochs)))
         elif schedule == "exponential":
             gamma = self.members[0].config["optim"].get("gamma", 0.95)
-            self.optimizer.lr_scale.fill_(gamma**self.current_epoch)
+            self.optimizer.lr_scale.fill_(gamma**epoch)
 
     def training_step(self, step: int, batch_idx: int) -> None:
         x, y = self.tensors["train"]
@@ -244,18 +323,30 @@ class FusedClassifier(L.LightningModule):
             }
             for i in range(len(self.members))
         ]
-        keep = self.report(self.current_epoch, metrics)
-        if all(keep):
-            return
-        survivors = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
-        self.members = [m for m, k in zip(self.members, keep, strict=True) if k]
-        self.best = self.best[survivors]
+        for history, m in zip(self.histories, metrics, strict=True):
+            history.append(m)
+        keep = self.report(self.epoch_offset + self.current_epoch, metrics)
+        if not all(keep):
+            self._keep(keep)
         if not self.members:
             self.trainer.should_stop = True
-            return
-        on_device = survivors.to(self.net.seeds.device)
-        self.net.keep(on_device)
-        self.optimizer.keep(on_device)
+        elif (
+            self.checkpoint_interval is not None
+            and self.current_epoch + 1 < self.trainer.max_epochs  # the last one ends the trials
+            and time.monotonic() - self._saved_at >= self.checkpoint_interval
+        ):
+            self._save_members()
+
+    def _keep(self, keep: Sequence[bool]) -> None:
+        """Pruned or failed members leave: the stacked tensors shrink to the survivors."""
+        survivors = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
+        self.members = [m for m, k in zip(self.members, keep, strict=True) if k]
+        self.histories = [h for h, k in zip(self.histories, keep, strict=True) if k]
+        self.best = self.best[survivors]
+        if self.members:
+            on_device = survivors.to(self.net.seeds.device)
+            self.net.keep(on_device)
+            self.optimizer.keep(on_device)
 
 
 @dataclass
@@ -263,7 +354,7 @@ class MemberState:
     """What the runner tracks for a member while its group trains."""
 
     run_id: str
-    history: list[dict[str, float]]
+    last: dict[str, float] | None = None  # the latest epoch's metrics
     outcome: TrialOutcome | None = None
 
 
@@ -277,6 +368,7 @@ def train_group(
     compile: bool | str = "auto",
     precision: str = "fp32",
     phase_seconds: dict[str, float] | None = None,
+    checkpoint_interval: float | None = None,
 ) -> FusedClassifier:
     """One fit of a group: data resident on the device once, a StackedMLP of the members.
 
@@ -290,7 +382,7 @@ def train_group(
     trainer = L.Trainer(
         accelerator=base["trainer"].get("accelerator", "auto"),
         devices=1,
-        max_epochs=base["trainer"]["max_epochs"],
+        max_epochs=base["trainer"]["max_epochs"] - members[0].start_epoch,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -319,8 +411,9 @@ def train_group(
     if compile == "auto":
         compile = trainer.strategy.root_device.type == "cuda"
     module = FusedClassifier(
-        net, members, flat, base["data"]["batch_size"], report, compile, phase_seconds
-    )
+        net, members, flat, base["data"]["batch_size"], report, compile, phase_seconds,
+        checkpoint_interval,
+    )  # fmt: skip
     trainer.fit(module)
     return module
 
@@ -338,40 +431,57 @@ class FusedRunner:
         standard: SequentialRunner,
         compile: bool | str = "auto",
         precision: str = "fp32",
+        checkpoint_interval: float | None = 60.0,
     ) -> None:
         self.capacity, self.standard = capacity, standard
         self.compile, self.precision = compile, precision
+        self.checkpoint_interval = checkpoint_interval
 
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         outcomes: list[TrialOutcome | None] = [None] * len(specs)
         groups: dict[tuple, list[int]] = {}
+        saved: dict[int, dict[str, Any] | None] = {}
         for i, spec in enumerate(specs):
             if _valid(spec.config) and fusable(spec.config, len(self.standard.folds)):
-                groups.setdefault(group_key(spec.config), []).append(i)
+                saved[i] = load_member_checkpoint(_member_checkpoint(spec))
+                start = saved[i]["epoch"] if saved[i] else 0  # resumed members train together
+                groups.setdefault((*group_key(spec.config), start), []).append(i)
             else:
                 (outcomes[i],) = self.standard.run([spec])
         for indices in groups.values():
             group = [specs[i] for i in indices]
-            for i, outcome in zip(indices, self._run_group(group), strict=True):
+            results = self._run_group(group, [saved[i] for i in indices])
+            for i, outcome in zip(indices, results, strict=True):
                 outcomes[i] = outcome
         return outcomes
 
-    def _run_group(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
+    def _run_group(
+        self, specs: Sequence[TrialSpec], saved: Sequence[dict[str, Any] | None]
+    ) -> list[TrialOutcome]:
+        """`saved`: each member's checkpoint (a retried trial) or None; all resume at one epoch."""
         standard, metric = self.standard, self.standard.metric
         base = specs[0].config
         members = [
-            Member(i, s.config, member_seed(base["seed"], s.trial.number))
-            for i, s in enumerate(specs)
+            Member(
+                i, s.config, member_seed(base["seed"], s.trial.number), _member_checkpoint(s), state
+            )
+            for i, (s, state) in enumerate(zip(specs, saved, strict=True))
         ]
         states = []
-        for spec in specs:
+        for spec, member in zip(specs, members, strict=True):
             spec.trial.set_user_attr("fused_group_size", len(specs))
-            states.append(MemberState(standard.open_run(spec), []))
+            states.append(MemberState(standard.open_run(spec)))
+            if member.resume:  # the retried trial's first epochs: its run's curves start at 0
+                spec.trial.set_user_attr("resumed_from_epoch", member.start_epoch)
+                for epoch, m in enumerate(member.resume["history"]):
+                    standard.tracking.tracker.log_metrics(states[-1].run_id, m, epoch)
         reporters = [TrialReporter(spec.trial, metric) for spec in specs]
         alive = list(range(len(specs)))  # the members still training, in the group's order
 
         def finish(i: int, outcome: TrialOutcome) -> None:
             states[i].outcome = outcome
+            if members[i].checkpoint is not None:
+                shutil.rmtree(members[i].checkpoint.parent, ignore_errors=True)
             standard.tracking.finish_trial(
                 states[i].run_id, outcome.state.name, outcome.reason, {}, 0
             )
@@ -379,7 +489,7 @@ class FusedRunner:
         def report(epoch: int, metrics: list[dict[str, float]]) -> list[bool]:
             keep = []
             for i, m in zip(alive, metrics, strict=True):
-                states[i].history.append(m)
+                states[i].last = m
                 standard.tracking.tracker.log_metrics(states[i].run_id, m, epoch)
                 failure = diverged(m, epoch)
                 if failure:
@@ -394,7 +504,7 @@ class FusedRunner:
         try:
             train_group(
                 standard.arrays, train_index, val_index, members, report, standard.data_cache,
-                self.compile, self.precision,
+                self.compile, self.precision, checkpoint_interval=self.checkpoint_interval,
             )  # fmt: skip
         except Exception as error:  # OOM or any other error fails this group's open trials only
             if isinstance(error, torch.cuda.OutOfMemoryError):
@@ -404,11 +514,16 @@ class FusedRunner:
                 finish(i, TrialOutcome(TrialState.FAIL, reason=f"{type(error).__name__}: {error}"))
         for i in alive:
             if states[i].outcome is None:  # the survivors: complete
-                m = states[i].history[-1]
+                m = states[i].last
                 finish(i, TrialOutcome(TrialState.COMPLETE, m[metric], metrics=m))
         for spec, state in zip(specs, states, strict=True):
             describe_trial(spec.trial, spec.config, state.outcome)
         return [state.outcome for state in states]
+
+
+def _member_checkpoint(spec: TrialSpec) -> Path | None:
+    """Beside where the standard runner would keep the trial's checkpoint (same lineage)."""
+    return spec.checkpoint.with_name("fused.pt") if spec.checkpoint is not None else None
 
 
 def _valid(config: Mapping[str, Any]) -> bool:

@@ -102,6 +102,15 @@ def validate_study(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(
             "study.fused.compile", fused.get("compile"), "auto (on a GPU), true or false"
         )
+    interval = fused.get("checkpoint_interval", 60.0)
+    if interval is not None and (
+        isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0
+    ):
+        raise ConfigError(
+            "study.fused.checkpoint_interval",
+            interval,
+            "seconds >= 0 between a group's saves, or null: never",
+        )
     if fused.get("precision", "fp32") not in STORAGE_DTYPES:
         raise ConfigError(
             "study.fused.precision", fused.get("precision"), f"one of {', '.join(STORAGE_DTYPES)}"
@@ -501,8 +510,9 @@ def optimize(
     if s.get("runner", "standard") == "fused":
         fused = s["fused"]
         runner = FusedRunner(
-            fused["k"], runner, fused.get("compile", "auto"), fused.get("precision", "fp32")
-        )
+            fused["k"], runner, fused.get("compile", "auto"), fused.get("precision", "fp32"),
+            fused.get("checkpoint_interval", 60.0),
+        )  # fmt: skip
     base = retrain_base(choices or {}, cli_overrides)
     stop_at = time.monotonic() + s["timeout"] if s.get("timeout") else float("inf")
     log.info(

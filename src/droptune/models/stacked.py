@@ -14,7 +14,7 @@ is a contiguous reduction that the optimizer's single pass can do (see stacked_o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -50,6 +50,16 @@ def random_bits(keys: torch.Tensor, *shape: int) -> torch.Tensor:
 def uniform(keys: torch.Tensor, *shape: int) -> torch.Tensor:
     """Uniform [0, 1) floats of shape (K, *shape) from random_bits (24 bits each)."""
     return ((random_bits(keys, *shape) >> 40) & 0xFFFFFF).to(torch.float32).mul_(2.0**-24)
+
+
+def compiled(fn: Callable) -> Callable:
+    """torch.compile for stacked groups. Group size, widths and the last batch change between
+    groups and as members leave, so every size is symbolic (parameters' too: torch treats those
+    as static by default) and a study compiles each function a few times, not once per group."""
+    torch._dynamo.config.force_parameter_static_shapes = False
+    # one graph per dtype, train / eval and set of variants in use; past the limit: eager, not an error
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch.compile(fn, dynamic=True)
 
 
 def member_keys(seeds: torch.Tensor, *counters: int | torch.Tensor) -> torch.Tensor:
@@ -120,16 +130,18 @@ class StackedMLP(nn.Module):
         self.register_buffer("seeds", torch.tensor([int(s) for s in seeds], dtype=torch.int64))
         self.register_buffer("input_rates", torch.tensor(input_rates, dtype=torch.float32))
         self.register_buffer(
-            "hidden_rates", torch.tensor(hidden_rates, dtype=torch.float32).view(k, depth)
+            "hidden_rates", torch.tensor([list(r) for r in hidden_rates], dtype=torch.float32)
         )
         self.register_buffer("output_rates", torch.tensor(output_rates, dtype=torch.float32))
         norms = [math.inf if c is None else float(c) for c in max_norms]
-        self.register_buffer("max_norms", torch.tensor(norms, dtype=torch.float32).view(-1, 1, 1))
+        # (K, 1, 1) columns are built whole, not as views: a view's base would be guarded by a
+        # compiled step, and the columns that keep() leaves are not views
+        self.register_buffer("max_norms", torch.tensor([[[c]] for c in norms]))
         # per member: which variant (index into FUSED_VARIANTS) and whether dropout precedes the activation
         codes = [FUSED_VARIANTS.index(v) for v in variants]
-        self.register_buffer("variant_codes", torch.tensor(codes, dtype=torch.int64).view(-1, 1, 1))
+        self.register_buffer("variant_codes", torch.tensor([[[c]] for c in codes]))
         before = [p == "before" for p in placements]
-        self.register_buffer("before", torch.tensor(before, dtype=torch.bool).view(-1, 1, 1))
+        self.register_buffer("before", torch.tensor([[[b]] for b in before]))
         # advances the dropout streams; a tensor so that a compiled forward is not recompiled per step
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self._set_branches(codes, before)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from droptune.models.stacked import StackedMLP, member_keys, random_bits
+from droptune.models.stacked import StackedMLP, compiled, member_keys, random_bits
 
 EPS = 1e-8
 
@@ -96,7 +96,7 @@ class StackedOptimizer:
         device = net.seeds.device
 
         def column(values: Sequence[float]) -> torch.Tensor:
-            return torch.tensor([float(x) for x in values], device=device).view(-1, 1, 1)
+            return torch.tensor([[[float(x)]] for x in values], device=device)  # not a view
 
         self.net, self.name = net, name
         self.nesterov = bool(optim_configs[0].get("nesterov", False))
@@ -117,9 +117,7 @@ class StackedOptimizer:
         # per parameter: a member-keyed stream for stochastic rounding
         self.keys = [member_keys(net.seeds, 1000 + i) for i in range(len(self.state))]
         update = sgd_update_ if name == "sgd" else adam_update_
-        self._update: Callable[..., None] = (
-            torch.compile(update, dynamic=True, fullgraph=True) if compile else update
-        )
+        self._update: Callable[..., None] = compiled(update) if compile else update
 
     @torch.no_grad()
     def step(self) -> None:
