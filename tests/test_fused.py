@@ -140,7 +140,7 @@ def test_fused_and_standard_runner_agree_in_distribution(tmp_path):
 def test_fused_study_runs_every_trial_with_its_own_mlflow_run(tmp_path):
     overrides = [
         f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3",
-        "study.name=f", "study.runner=fused", "study.fused.k=4", "study.n_trials=8",
+        "study.name=f", "study.runner=fused", "study.fused.k=4", "study.n_trials=8", "evaluate_test=true",
     ]  # fmt: skip
     cfg = compose_config(*overrides, config_name="tune")
     summary = optimize(cfg, {"data": "digits"}, overrides)
@@ -153,9 +153,14 @@ def test_fused_study_runs_every_trial_with_its_own_mlflow_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(cfg["tracking"]["uri"])
+    assert summary["best_test_acc"] == study.best_trial.user_attrs["test_acc"]
     for trial in study.trials:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])
         assert run.data.tags["state"] == trial.state.name
+        if (
+            trial.state == TrialState.COMPLETE
+        ):  # its own model, evaluated on the test set at the end
+            assert run.data.metrics["test/acc"] == trial.user_attrs["test_acc"]
         if trial.state != TrialState.FAIL:
             assert len(client.get_metric_history(run.info.run_id, "val/acc")) == len(
                 trial.intermediate_values
@@ -175,13 +180,16 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
          f"paths.data_dir={tmp_path}/nodata", f"paths.output_dir={tmp_path}/out", "trainer.accelerator=cpu",
          "model.widths=[16,16]", "bench.epochs=1", "bench.reference_batches=5", "bench.ks=[2]",
          "bench.bf16_ks=[2]", "bench.compile=false", "bench.profile_precisions=[fp32]", "bench.profile_k=2",
-         "bench.profile_steps=3", "bench.tune_trials=2", "bench.tune_epochs=1", "bench.tune_k=2"],
+         "bench.profile_steps=3", "bench.ttq_timeout=600", "bench.ttq_trials=2", "bench.ttq_epochs=1",
+         *[f"bench.ttq_search.space.width_{i}.{end}={n}" for i in (0, 1) for end, n in (("low", 8), ("high", 16))],
+         "bench.tune_trials=2", "bench.tune_epochs=1", "bench.tune_k=2"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "bench.json").read_text().splitlines()]
     assert [r["way"] for r in rows] == [
         "reference", "standard", "fused_k2", "fused_k2_bf16", "profile_fused_k2_fp32", "tune_end_to_end",
+        "time_to_quality",
     ]  # fmt: skip
     timed = rows[:4]
     assert all(r["data"] == "synthetic" for r in timed)
@@ -194,7 +202,10 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
     profile = rows[4]
     assert set(profile["ms_per_step"]) == {"forward", "backward", "optimizer"}
     assert all(ms > 0 for ms in profile["ms_per_step"].values()) and profile["steps"] == 3
-    assert rows[5]["trials"] == 2 and rows[5]["wall_s"] > 0
+    for study in rows[5:]:
+        assert study["trials"] == 2 and study["wall_s"] > 0
+        assert study["n_complete"] + study["n_pruned"] + study["n_failed"] == 2
+    assert 0 <= rows[6]["best_test_acc"] <= 1  # the selected trial's test accuracy
 
 
 def test_groups_share_depth_settings_and_a_width_band(tmp_path):
@@ -233,6 +244,7 @@ def test_a_diverging_member_fails_and_its_group_goes_on(tmp_path):
     )
     assert trials[0.05].state == TrialState.COMPLETE and len(trials[0.05].intermediate_values) == 3
     assert trials[0.05].user_attrs["fused_group_size"] == 2  # they trained together
+    assert "test_acc" not in trials[0.05].user_attrs  # the test set is read only when asked
 
 
 @pytest.mark.slow

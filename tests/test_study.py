@@ -37,7 +37,7 @@ def load(cfg):
 
 
 def test_study_trials_nest_under_one_parent_run_with_their_states(tmp_path):
-    summary, cfg = run_study(tmp_path, "study.n_trials=4")
+    summary, cfg = run_study(tmp_path, "study.n_trials=4", "evaluate_test=true")
     study = load(cfg)
     assert summary["n_complete"] + summary["n_pruned"] + summary["n_failed"] == 4
     client = MlflowClient(cfg["tracking"]["uri"])
@@ -64,6 +64,9 @@ def test_study_trials_nest_under_one_parent_run_with_their_states(tmp_path):
         assert run.info.status == ("FAILED" if trial.state == TrialState.FAIL else "FINISHED")
         curve = client.get_metric_history(run.info.run_id, "val/acc")
         assert len(curve) == len(trial.intermediate_values) > 0
+        if trial.state == TrialState.COMPLETE:  # its own model, evaluated on the held-out test set
+            assert run.data.metrics["test/acc"] == trial.user_attrs["test_acc"]
+    assert summary["best_test_acc"] == study.best_trial.user_attrs["test_acc"]
 
 
 def test_aggressive_pruner_prunes_and_pruned_runs_are_not_failed(tmp_path):

@@ -155,8 +155,17 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         )  # fmt: skip
         results.append(dict(row, device=device, data=source))
         print(json.dumps(results[-1]), flush=True)
+    studies = []
     if b.get("tune_trials"):
-        results.append(end_to_end(cfg, b, arrays))
+        studies.append(("tune_end_to_end", cfg, b["tune_trials"], b["tune_epochs"], None))
+    if b.get("ttq_timeout"):
+        fast = dict(cfg, search=b["ttq_search"])
+        studies.append(
+            ("time_to_quality", fast, b["ttq_trials"], b["ttq_epochs"], b["ttq_timeout"])
+        )
+    for way, study_cfg, trials, epochs, timeout in studies:
+        row = end_to_end(study_cfg, arrays, trials, epochs, b["tune_k"], timeout)
+        results.append(dict(way=way, device=device, data=source, **row))
         print(json.dumps(results[-1]), flush=True)
     return results
 
@@ -207,17 +216,27 @@ def profile(
     }  # fmt: skip
 
 
-def end_to_end(cfg: Mapping[str, Any], b: Mapping[str, Any], arrays: ds.Arrays) -> dict[str, Any]:
-    """A whole fused study of N trials x E epochs, every trial in MLflow: wall seconds."""
+def end_to_end(
+    cfg: Mapping[str, Any],
+    arrays: ds.Arrays,
+    trials: int,
+    epochs: int,
+    k: int,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """A whole fused study of N trials x E epochs (or until `timeout` seconds), every trial in
+    MLflow and scored on the test set at its end: wall seconds, best validation value, and the
+    selected (best validation) trial's test accuracy."""
     from droptune.study import optimize
 
     with tempfile.TemporaryDirectory() as root:
         study_cfg = dict(
             cfg,
-            trainer=dict(cfg["trainer"], max_epochs=b["tune_epochs"]),
+            evaluate_test=True,
+            trainer=dict(cfg["trainer"], max_epochs=epochs),
             study=dict(
-                cfg["study"], name="bench", storage=f"sqlite:///{root}/optuna.db", n_trials=b["tune_trials"],
-                runner="fused", fused={"k": b["tune_k"]}, checkpoint_dir=None,
+                cfg["study"], name="bench", storage=f"sqlite:///{root}/optuna.db", n_trials=trials,
+                runner="fused", fused=dict(cfg["study"]["fused"], k=k), checkpoint_dir=None, timeout=timeout,
             ),
             tracking=dict(cfg["tracking"], uri=f"sqlite:///{root}/mlflow.db", artifact_root=f"{root}/artifacts"),
             paths=dict(cfg["paths"], output_dir=f"{root}/out"),
@@ -226,6 +245,7 @@ def end_to_end(cfg: Mapping[str, Any], b: Mapping[str, Any], arrays: ds.Arrays) 
         summary = optimize(study_cfg, arrays=arrays)
         wall = time.perf_counter() - start
     return {
-        "way": "tune_end_to_end", "wall_s": wall, "trials": b["tune_trials"], "epochs": b["tune_epochs"],
-        "k": b["tune_k"], "best_value": summary["best_value"], "n_pruned": summary["n_pruned"],
+        "wall_s": wall, "trials": trials, "epochs": epochs, "k": k, "timeout_s": timeout,
+        "n_complete": summary["n_complete"], "n_pruned": summary["n_pruned"], "n_failed": summary["n_failed"],
+        "best_value": summary["best_value"], "best_test_acc": summary["best_test_acc"],
     }  # fmt: skip

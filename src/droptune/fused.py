@@ -323,6 +323,11 @@ class FusedClassifier(L.LightningModule):
             }
             for i in range(len(self.members))
         ]
+        last = self.current_epoch + 1 == self.trainer.max_epochs
+        if last and self.members[0].config.get("evaluate_test") and "test" in self.tensors:
+            test_loss, test_acc = (t.cpu() for t in self._evaluate("test"))
+            for i, m in enumerate(metrics):  # reported with the trial, never selected on
+                m.update({"test/loss": float(test_loss[i]), "test/acc": float(test_acc[i])})
         for history, m in zip(self.histories, metrics, strict=True):
             history.append(m)
         keep = self.report(self.epoch_offset + self.current_epoch, metrics)

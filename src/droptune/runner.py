@@ -409,6 +409,7 @@ class SequentialRunner:
                 sinks=[lambda m, e: self.tracking.tracker.log_metrics(run_id, m, e)],
                 callbacks=[reporter],
                 after_fold=reporter.after_fold if len(self.folds) > 1 else None,
+                evaluate_test=bool(config.get("evaluate_test")) and self.arrays.x_test is not None,
                 checkpoint=spec.checkpoint,
                 data_cache=self.data_cache,
             )
@@ -453,3 +454,6 @@ def describe_trial(trial: optuna.Trial, config: Mapping[str, Any], outcome: Tria
     trial.set_user_attr("dropout_placement", config["model"]["dropout"].get("placement", "after"))
     if "gap/acc" in outcome.metrics:
         trial.set_user_attr("gap_acc", outcome.metrics["gap/acc"])
+    test = outcome.metrics.get("test/acc", outcome.metrics.get("test/acc_mean"))
+    if test is not None:  # the trial's own model on the test set: what a selected config gives
+        trial.set_user_attr("test_acc", test)

@@ -636,6 +636,7 @@ def _summary(study: optuna.Study, parent: str, tracking: StudyTracking) -> dict[
         "best_trial": best.number if best else None,
         "best_params": best.params if best else None,
         "best_overrides": best.user_attrs.get("overrides") if best else None,
+        "best_test_acc": best.user_attrs.get("test_acc") if best else None,
         "mlflow_parent_run_id": parent,
         "mlflow_experiment_id": tracking.tracker.experiment_id,
         "fingerprint": study.user_attrs.get("fingerprint"),
