@@ -14,6 +14,7 @@ SPACES = sorted(p.stem for p in (CONF / "search").glob("*.yaml"))
 SETUPS = {
     "mlp_dropout": ["data=digits"],
     "srivastava": ["data=digits"],
+    "mlp_adam_fast": ["data=digits", "optim=adam", "model.depth=2", "model.widths=[512,512]"],
     "cnn_dropout": ["data=digits", "model=cnn"],
     "sonar_dropout": ["experiment=seed004_sonar_hidden"],
 }
