@@ -27,7 +27,9 @@ def config(tmp_path, *overrides):
     )  # fmt: skip
 
 
-def train(cfgs, tmp_path, prune=None):
+def train(cfgs, prune=None, **group_options):
+    """Train cfgs as one group (members seeded by position); prune=(member, epoch) drops one.
+    Returns the module, each member's per-epoch metrics, and the members left."""
     cfg = cfgs[0]
     arrays = load_data(cfg)
     ((train_index, val_index),) = splits(cfg, arrays)
@@ -43,7 +45,7 @@ def train(cfgs, tmp_path, prune=None):
         alive[:] = [i for i, k in zip(list(alive), keep, strict=True) if k]
         return keep
 
-    module = train_group(arrays, train_index, val_index, members, report)
+    module = train_group(arrays, train_index, val_index, members, report, **group_options)
     return module, histories, alive
 
 
@@ -60,7 +62,7 @@ def close(a, b):
 def test_a_member_in_a_group_trains_exactly_as_alone(tmp_path, optim):
     members = [[o for o in m if optim == "sgd" or "momentum" not in o] for m in MEMBERS]
     cfgs = [config(tmp_path, f"optim={optim}", *m) for m in members]
-    group, group_hist, _ = train(cfgs, tmp_path)
+    group, group_hist, _ = train(cfgs)
     for k, cfg in enumerate(cfgs):
         # alone: its own group of one, with the same member seed
         arrays = load_data(cfg)
@@ -82,7 +84,7 @@ def test_a_member_in_a_group_trains_exactly_as_alone(tmp_path, optim):
 
 def test_max_norm_holds_per_member_and_padding_stays_zero(tmp_path):
     cfgs = [config(tmp_path, *m) for m in MEMBERS]
-    group, _, _ = train(cfgs, tmp_path)
+    group, _, _ = train(cfgs)
     for k, cfg in enumerate(cfgs):
         c = cfg["model"]["max_norm"]
         sizes = [64, *cfg["model"]["widths"], 10]
@@ -107,8 +109,8 @@ def test_masks_differ_between_members_with_the_same_rate():
 
 def test_pruning_a_member_leaves_the_others_unchanged(tmp_path):
     cfgs = [config(tmp_path, *m) for m in MEMBERS]
-    full, full_hist, _ = train(cfgs, tmp_path)
-    pruned, pruned_hist, alive = train(cfgs, tmp_path, prune=(1, 0))
+    full, full_hist, _ = train(cfgs)
+    pruned, pruned_hist, alive = train(cfgs, prune=(1, 0))
     assert alive == [0, 2] and len(pruned_hist[1]) == 1
     assert pruned.net.weights[0].shape[0] == 2  # the stacked tensors shrank
     for k in (0, 2):
@@ -251,22 +253,13 @@ def test_a_diverging_member_fails_and_its_group_goes_on(tmp_path):
 def test_compiled_steps_equal_eager_steps(tmp_path):
     """torch.compile fuses masks, optimizer and max-norm into few kernels; the maths is unchanged."""
     cfgs = [config(tmp_path, "optim=adam", *[o for o in m if "momentum" not in o]) for m in MEMBERS]
-    arrays = load_data(cfgs[0])
-    ((train_index, val_index),) = splits(cfgs[0], arrays)
-    runs = {}
-    for compiled in (False, True):
-        hist = []
-        module = train_group(
-            arrays, train_index, val_index,
-            [Member(i, c, member_seed(c["seed"], i)) for i, c in enumerate(cfgs)],
-            lambda epoch, metrics, hist=hist: (hist.append(metrics), [True] * len(metrics))[1],
-            compile=compiled,
-        )  # fmt: skip
-        runs[compiled] = (list(module.net.parameters()), hist)
-    for eager, compiled in zip(runs[False][0], runs[True][0], strict=True):
-        assert (eager - compiled).norm() <= 1e-5 * eager.norm()
-    for eager, compiled in zip(runs[False][1], runs[True][1], strict=True):
-        for a, b in zip(eager, compiled, strict=True):
+    (eager, eager_hist, _), (compiled, compiled_hist, _) = (
+        train(cfgs, compile=c) for c in (False, True)
+    )
+    for a, b in zip(eager.net.parameters(), compiled.net.parameters(), strict=True):
+        assert (a - b).norm() <= 1e-5 * a.norm()
+    for k in eager_hist:
+        for a, b in zip(eager_hist[k], compiled_hist[k], strict=True):
             assert close(a["val/loss"], b["val/loss"]) and close(a["train/loss"], b["train/loss"])
 
     # another group, other widths, a member leaving after the first epoch (the stacked tensors
@@ -277,11 +270,7 @@ def test_compiled_steps_equal_eager_steps(tmp_path):
         config(tmp_path, "optim=adam", *[o for o in m if "momentum" not in o], f"model.widths=[{w},{w // 2}]")
         for m, w in zip(MEMBERS, (40, 20, 24), strict=True)
     ]  # fmt: skip
-    train_group(
-        arrays, train_index, val_index,
-        [Member(i, c, member_seed(c["seed"], i + 7)) for i, c in enumerate(other)],
-        lambda epoch, metrics: [epoch > 0 or i > 0 for i in range(len(metrics))], compile=True,
-    )  # fmt: skip
+    train(other, prune=(0, 0), compile=True)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
@@ -310,22 +299,14 @@ def test_bf16_storage_learns_like_fp32(tmp_path):
         config(tmp_path, "optim=adam", "optim.lr=0.003", "trainer.max_epochs=8", f"seed={seed}")
         for seed in range(4)
     ]
-    arrays = load_data(cfgs[0])
-    ((train_index, val_index),) = splits(cfgs[0], arrays)
     final = {}
     for precision in ("fp32", "bf16"):
-        hist = []
-        module = train_group(
-            arrays, train_index, val_index,
-            [Member(i, c, member_seed(c["seed"], i)) for i, c in enumerate(cfgs)],
-            lambda epoch, metrics, hist=hist: (hist.append(metrics), [True] * len(metrics))[1],
-            precision=precision,
-        )  # fmt: skip
+        module, hist, _ = train(cfgs, precision=precision)
         assert all(p.dtype == STORAGE_DTYPES[precision] for p in module.net.parameters())
         assert all(
             s.dtype == STORAGE_DTYPES[precision] for st in module.optimizer.state for s in st
         )
-        final[precision] = np.mean([m["val/acc"] for m in hist[-1]])
+        final[precision] = np.mean([h[-1]["val/acc"] for h in hist.values()])
     assert final["fp32"] > 0.9
     assert abs(final["bf16"] - final["fp32"]) <= 0.03, final
 

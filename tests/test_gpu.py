@@ -4,9 +4,9 @@ waits for the device, and the compiled fused step equals the eager one (skipped 
 import lightning as L
 import pytest
 import torch
-from test_fused import MEMBERS, config
+from test_fused import MEMBERS, config, train
 
-from droptune.fused import FusedClassifier, Member, member_seed, train_group
+from droptune.fused import FusedClassifier
 from droptune.runner import fit, load_data, splits
 
 pytestmark = [
@@ -50,8 +50,6 @@ def test_compiled_fused_steps_on_the_gpu_equal_eager_ones_without_a_sync(tmp_pat
         config(tmp_path, "trainer.accelerator=auto", "optim=adam", *[o for o in m if "momentum" not in o])
         for m in MEMBERS
     ]  # fmt: skip
-    arrays = load_data(cfgs[0])
-    ((train_index, val_index),) = splits(cfgs[0], arrays)
     step = FusedClassifier.training_step
 
     def checked_step(self, index, batch_idx):
@@ -62,17 +60,10 @@ def test_compiled_fused_steps_on_the_gpu_equal_eager_ones_without_a_sync(tmp_pat
             torch.cuda.set_sync_debug_mode("default")
 
     monkeypatch.setattr(FusedClassifier, "training_step", checked_step)
-    runs = {}
-    for compiled in (False, True):
-        hist = []
-        module = train_group(
-            arrays, train_index, val_index,
-            [Member(i, c, member_seed(c["seed"], i)) for i, c in enumerate(cfgs)],
-            lambda epoch, metrics, hist=hist: (hist.append(metrics), [True] * len(metrics))[1],
-            compile=compiled,
-        )  # fmt: skip
-        assert module.net.seeds.is_cuda
-        runs[compiled] = hist
-    for eager, compiled in zip(runs[False], runs[True], strict=True):
-        for a, b in zip(eager, compiled, strict=True):
+    (eager, eager_hist, _), (compiled, compiled_hist, _) = (
+        train(cfgs, compile=c) for c in (False, True)
+    )
+    assert eager.net.seeds.is_cuda and compiled.net.seeds.is_cuda
+    for k in eager_hist:
+        for a, b in zip(eager_hist[k], compiled_hist[k], strict=True):
             assert abs(a["val/loss"] - b["val/loss"]) <= 1e-4 * a["val/loss"], (a, b)
