@@ -362,3 +362,21 @@ def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_pat
     assert curves(resumed) == curves(whole)  # the same values, and the saved epochs carried over
     for a, b in zip(whole.net.parameters(), resumed.net.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_successive_halving_prunes_inside_the_first_batch(tmp_path):
+    """The median pruner compares with finished trials only, so it cannot act on the first K;
+    successive halving ranks every trial that reached a rung, members of the same group included."""
+    overrides = [
+        f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=4",
+        "study.name=asha", "study.runner=fused", "study.fused.k=8", "study.n_trials=8",
+        "study.pruner=successive_halving", "+study.pruner_args.min_resource=1", "model.width=32",
+    ]  # fmt: skip
+    cfg = compose_config(*overrides, config_name="tune")
+    summary = optimize(cfg, {"data": "digits"}, overrides)
+    study = optuna.load_study(study_name="asha", storage=cfg["study"]["storage"])
+    assert {t.user_attrs["fused_group_size"] for t in study.trials} <= {1, 2, 3, 4, 5, 6, 7, 8}
+    assert summary["n_pruned"] > 0 and summary["n_complete"] > 0
+    assert all(
+        t.datetime_start < min(u.datetime_complete for u in study.trials) for t in study.trials
+    )
