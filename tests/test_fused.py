@@ -366,7 +366,8 @@ def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_pat
 
 def test_successive_halving_prunes_inside_the_first_batch(tmp_path):
     """The median pruner compares with finished trials only, so it cannot act on the first K;
-    successive halving ranks every trial that reached a rung, members of the same group included."""
+    successive halving with a fixed min_resource ranks every trial that reached a rung, members of
+    the same group included."""
     overrides = [
         f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=4",
         "study.name=asha", "study.runner=fused", "study.fused.k=8", "study.n_trials=8",
@@ -375,8 +376,6 @@ def test_successive_halving_prunes_inside_the_first_batch(tmp_path):
     cfg = compose_config(*overrides, config_name="tune")
     summary = optimize(cfg, {"data": "digits"}, overrides)
     study = optuna.load_study(study_name="asha", storage=cfg["study"]["storage"])
-    assert {t.user_attrs["fused_group_size"] for t in study.trials} <= {1, 2, 3, 4, 5, 6, 7, 8}
     assert summary["n_pruned"] > 0 and summary["n_complete"] > 0
-    assert all(
-        t.datetime_start < min(u.datetime_complete for u in study.trials) for t in study.trials
-    )
+    first_end = min(t.datetime_complete for t in study.trials)
+    assert all(t.datetime_start < first_end for t in study.trials)  # all in the first batch
