@@ -16,7 +16,7 @@ os.environ.setdefault("DROPTUNE_ROOT", str(Path(__file__).resolve().parents[1]))
 from droptune.data import DataFileError  # noqa: E402
 from droptune.errors import ConfigError  # noqa: E402
 from droptune.search import hydra_value  # noqa: E402
-from droptune.study import exit_on_sigterm, optimize  # noqa: E402
+from droptune.study import exit_on_signals, optimize  # noqa: E402
 
 log = logging.getLogger("droptune")
 
@@ -25,7 +25,7 @@ log = logging.getLogger("droptune")
 def main(cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
     hydra_cfg = HydraConfig.get()
-    exit_on_sigterm()
+    exit_on_signals()
     try:
         summary = optimize(config, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
     except (ConfigError, DataFileError) as error:

@@ -1,6 +1,7 @@
 """End to end: pipelines/train.py on digits, its MLflow run read back, CV and failures."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ import pytest
 from conftest import REPO
 from mlflow.tracking import MlflowClient
 
+from droptune import runner
 from droptune.errors import ConfigError
-from droptune.runner import train
+from droptune.runner import fit, load_data, splits, train
 
 
 def run_pipeline(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
@@ -142,3 +144,24 @@ def test_a_fit_resumed_from_its_epoch_checkpoint_equals_the_uninterrupted_fit(ma
     assert resumed.history == whole.history  # same dropout masks, data order, optimizer state
     for a, b in zip(whole.module.parameters(), resumed.module.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_stop_signal_whose_exception_was_lost_stops_the_fit_at_the_next_epoch(make_cfg):
+    """Python only prints an exception raised inside a finaliser; the recorded signal still ends
+    the fit (and so the trial, which the study then re-queues)."""
+    cfg = make_cfg("data=digits", "trainer.max_epochs=5")
+    arrays = load_data(cfg)
+    ((train_index, val_index),) = splits(cfg, arrays)
+    epochs = []
+
+    def signal_lost_after_epoch_1(metrics, epoch):
+        epochs.append(epoch)
+        if epoch == 1:
+            runner.SIGNALLED.append(signal.SIGINT)  # recorded by the handler, exception swallowed
+
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            fit(cfg, arrays, train_index, val_index, sinks=[signal_lost_after_epoch_1])
+    finally:
+        runner.SIGNALLED.clear()
+    assert stopped.value.code == 128 + signal.SIGINT and epochs == [0, 1]

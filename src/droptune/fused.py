@@ -46,6 +46,7 @@ from droptune.runner import (
     TrialSpec,
     describe_trial,
     diverged,
+    raise_if_signalled,
 )
 
 log = logging.getLogger("droptune")
@@ -251,6 +252,7 @@ class FusedClassifier(L.LightningModule):
         return StepIndices(-(-n // self.batch_size))
 
     def on_train_epoch_start(self) -> None:
+        raise_if_signalled()
         x, _ = self.tensors["train"]
         epoch = self.epoch_offset + self.current_epoch
         keys = member_keys(self.net.seeds, 1_000_000 + epoch)

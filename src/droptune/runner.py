@@ -34,6 +34,13 @@ log = logging.getLogger("droptune")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 vs torch 2.14 pytree
 EpochSink = Callable[[dict[str, float], int], None]
+SIGNALLED: list[int] = []  # signals that asked this worker to stop (study.exit_on_signals)
+
+
+def raise_if_signalled() -> None:
+    """Stop at an epoch start if a stop signal came but its exception was lost (see study.py)."""
+    if SIGNALLED:
+        raise SystemExit(128 + SIGNALLED[0])
 
 
 class EpochPublisher(L.Callback):
@@ -44,6 +51,7 @@ class EpochPublisher(L.Callback):
         self._started = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        raise_if_signalled()
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: DropoutClassifier) -> None:

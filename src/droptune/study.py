@@ -40,7 +40,14 @@ from droptune.data import Arrays
 from droptune.errors import ConfigError
 from droptune.fused import FusedRunner
 from droptune.models.stacked import STORAGE_DTYPES
-from droptune.runner import SequentialRunner, TrialOutcome, TrialSpec, load_data, splits
+from droptune.runner import (
+    SIGNALLED,
+    SequentialRunner,
+    TrialOutcome,
+    TrialSpec,
+    load_data,
+    splits,
+)
 from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest
 from droptune.tracking import StudyTracking, Tracker, mask_url
 
@@ -385,14 +392,18 @@ def fail_stale(study: optuna.Study, grace_period: int, handler: StaleTrialHandle
             handler(study, storage.get_trial(trial._trial_id))
 
 
-def exit_on_sigterm() -> None:
-    """SIGTERM (SLURM preemption, time limit) raises SystemExit, so the running trial is failed,
-    queued again and its MLflow run closed, instead of the process vanishing mid-write."""
+def exit_on_signals() -> None:
+    """SIGTERM (SLURM preemption, time limit) and SIGINT (Ctrl-C) raise SystemExit, so the running
+    trial is failed, queued again and its MLflow run closed, instead of the process vanishing
+    mid-write. Python only prints an exception raised while a finaliser runs; the signal is kept,
+    so the next epoch start raises it again (raise_if_signalled)."""
 
     def _exit(signum: int, frame: object) -> None:
+        SIGNALLED.append(signum)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
 
 
 # ---- the loop -----------------------------------------------------------------------------------
