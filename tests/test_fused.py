@@ -379,3 +379,15 @@ def test_successive_halving_prunes_inside_the_first_batch(tmp_path):
     assert summary["n_pruned"] > 0 and summary["n_complete"] > 0
     first_end = min(t.datetime_complete for t in study.trials)
     assert all(t.datetime_start < first_end for t in study.trials)  # all in the first batch
+
+
+def test_a_compiler_failure_falls_back_to_eager(monkeypatch):
+    """A broken toolchain must not fail every trial of a fused group: the step runs eagerly."""
+    import torch._inductor.config as inductor
+
+    from droptune.models.stacked import compiled
+
+    monkeypatch.setattr(inductor, "fx_graph_cache", False)
+    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
+    double_plus_one = compiled(lambda x: x * 2 + 1)
+    assert torch.equal(double_plus_one(torch.ones(3)), torch.full((3,), 3.0))

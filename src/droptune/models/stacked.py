@@ -59,6 +59,9 @@ def compiled(fn: Callable) -> Callable:
     torch._dynamo.config.force_parameter_static_shapes = False
     # one graph per dtype, train / eval and set of variants in use; past the limit: eager, not an error
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    # a compiler failure (a missing toolchain, say) runs the function eagerly, with a warning,
+    # instead of failing every trial of the group
+    torch._dynamo.config.suppress_errors = True
     return torch.compile(fn, dynamic=True)
 
 
