@@ -253,9 +253,12 @@ def test_a_diverging_member_fails_and_its_group_goes_on(tmp_path):
 def test_compiled_steps_equal_eager_steps(tmp_path):
     """torch.compile fuses masks, optimizer and max-norm into few kernels; the maths is unchanged."""
     cfgs = [config(tmp_path, "optim=adam", *[o for o in m if "momentum" not in o]) for m in MEMBERS]
+    frames = dict(torch._dynamo.utils.counters["frames"])
     (eager, eager_hist, _), (compiled, compiled_hist, _) = (
         train(cfgs, compile=c) for c in (False, True)
     )
+    new = {k: v - frames.get(k, 0) for k, v in torch._dynamo.utils.counters["frames"].items()}
+    assert new["total"] == new["ok"] > 0  # really compiled, not fallen back to eager
     for a, b in zip(eager.net.parameters(), compiled.net.parameters(), strict=True):
         assert (a - b).norm() <= 1e-5 * a.norm()
     for k in eager_hist:
@@ -389,5 +392,8 @@ def test_a_compiler_failure_falls_back_to_eager(monkeypatch):
 
     monkeypatch.setattr(inductor, "fx_graph_cache", False)
     monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
+    frames = dict(torch._dynamo.utils.counters["frames"])
     double_plus_one = compiled(lambda x: x * 2 + 1)
     assert torch.equal(double_plus_one(torch.ones(3)), torch.full((3,), 3.0))
+    counts = torch._dynamo.utils.counters["frames"]
+    assert counts["total"] - frames.get("total", 0) == 1 and counts["ok"] == frames.get("ok", 0)
