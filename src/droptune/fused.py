@@ -263,10 +263,10 @@ class FusedClassifier(L.LightningModule):
         schedule = self.members[0].config["optim"].get("schedule", "none")
         epochs = self.epoch_offset + self.trainer.max_epochs
         if schedule == "cosine":
-            self.optimizer.lr_scale.fill_(0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+            self.optimizer.set_lr_scale(0.5 * (1 + math.cos(math.pi * epoch / epochs)))
         elif schedule == "exponential":
             gamma = self.members[0].config["optim"].get("gamma", 0.95)
-            self.optimizer.lr_scale.fill_(gamma**epoch)
+            self.optimizer.set_lr_scale(gamma**epoch)
 
     def training_step(self, step: int, batch_idx: int) -> None:
         x, y = self.tensors["train"]

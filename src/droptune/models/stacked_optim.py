@@ -110,7 +110,9 @@ class StackedOptimizer:
             betas = [o.get("betas", (0.9, 0.999)) for o in optim_configs]
             self.hyper["beta1"] = column([b[0] for b in betas])
             self.hyper["beta2"] = column([b[1] for b in betas])
-        self.lr_scale = torch.ones((), device=device)  # the shared schedule's factor
+        self.lr = self.hyper["lr"]  # times the shared schedule's factor (set_lr_scale)
+        self.lr_scale = 1.0
+        self.constrained = net.constrained()
         self.t = torch.zeros((), device=device)  # steps taken
         slots = 1 if name == "sgd" else 2
         self.state = [[torch.zeros_like(p) for _ in range(slots)] for p in net.parameters()]
@@ -122,26 +124,31 @@ class StackedOptimizer:
     @torch.no_grad()
     def step(self) -> None:
         self.t += 1
-        lr = self.hyper["lr"] * self.lr_scale
         net = self.net
         params = list(net.parameters())
         for p, state, keys, constrain in zip(
-            params, self.state, self.keys, net.constrained(), strict=True
+            params, self.state, self.keys, self.constrained, strict=True
         ):
             if self.name == "sgd":
                 self._update(
-                    p, p.grad, *state, lr, self.hyper["momentum"], self.hyper["weight_decay"],
+                    p, p.grad, *state, self.lr, self.hyper["momentum"], self.hyper["weight_decay"],
                     self.t, net.max_norms, keys, self.nesterov, constrain,
                 )  # fmt: skip
             else:
                 self._update(
-                    p, p.grad, *state, lr, self.hyper["beta1"], self.hyper["beta2"],
+                    p, p.grad, *state, self.lr, self.hyper["beta1"], self.hyper["beta2"],
                     self.hyper["weight_decay"], self.t, net.max_norms, keys, self.name == "adamw",
                     constrain,
                 )  # fmt: skip
 
+    def set_lr_scale(self, scale: float) -> None:
+        """The schedule's factor, set once per epoch (not multiplied in every step)."""
+        self.lr_scale = scale
+        self.lr = self.hyper["lr"] * scale
+
     def keep(self, members: torch.Tensor) -> None:
         """Follow StackedMLP.keep: only the surviving members' rows."""
         self.hyper = {name: value[members] for name, value in self.hyper.items()}
+        self.set_lr_scale(self.lr_scale)
         self.state = [[slot[members] for slot in state] for state in self.state]
         self.keys = [keys[members] for keys in self.keys]
