@@ -107,6 +107,23 @@ def test_masks_differ_between_members_with_the_same_rate():
     assert abs((out == 0).float().mean().item() - 0.5) < 0.1
 
 
+def test_random_streams_are_uniform_uncorrelated_and_independent_of_padding():
+    from droptune.models.stacked import uniform
+
+    keys = torch.tensor([3, 4, 5, 6])
+    u = uniform(keys, 64, 1024).double()
+    assert u.min() >= 0 and u.max() < 1
+    assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
+    centred = u - 0.5
+    for a, b in [  # neighbours along every axis: members, rows (batch or unit), columns
+        (centred[1:], centred[:-1]),
+        (centred[:, 1:], centred[:, :-1]),
+        (centred[:, :, 1:], centred[:, :, :-1]),
+    ]:
+        assert abs((a * b).mean().item() / (1 / 12)) < 0.01  # correlation
+    assert torch.equal(uniform(keys, 64, 100), uniform(keys, 64, 1024)[:, :, :100])
+
+
 def test_pruning_a_member_leaves_the_others_unchanged(tmp_path):
     cfgs = [config(tmp_path, *m) for m in MEMBERS]
     full, full_hist, _ = train(cfgs)
