@@ -2,10 +2,11 @@
 betas and weight decay per member, with each member's max-norm constraint in the same pass.
 
 Written out because torch.optim takes one lr per parameter tensor, and here a tensor holds K
-members. Each update is one function over a whole parameter tensor: compiled (torch.compile), it is
-one kernel that reads the parameter, its gradient and optimizer state once and writes them once,
-where an eager update makes about ten passes. Bias corrections, schedule and step count live on the
-device, so a step needs no host sync and never recompiles. With bf16 storage the update is computed
+members. Each update is one function over a whole parameter tensor, and one step updates every
+parameter in one call: compiled (torch.compile), that is one graph (one set of guards, one launch
+of each parameter's fused kernels), where an eager update makes about ten passes per parameter.
+Bias corrections, schedule and step count live on the device, so a step needs no host sync and
+never recompiles. With bf16 storage the update is computed
 in fp32 and stored with stochastic rounding (member-keyed random bits), so updates far smaller than
 bf16's resolution still move the weights on average.
 """
@@ -82,9 +83,35 @@ def sgd_update_(
     _store_(buf, buf32, step_keys + 1)
 
 
+def adam_step_(
+    params: Sequence[torch.Tensor], states: Sequence[Sequence[torch.Tensor]],
+    keys: Sequence[torch.Tensor], constrained: Sequence[bool], lr: torch.Tensor,
+    beta1: torch.Tensor, beta2: torch.Tensor, weight_decay: torch.Tensor, t: torch.Tensor,
+    max_norm: torch.Tensor, decoupled: bool,
+) -> None:  # fmt: skip
+    """Every parameter's Adam update, step count included: one compiled graph per step."""
+    t.add_(1)
+    for p, (m, v), k, constrain in zip(params, states, keys, constrained, strict=True):
+        adam_update_(
+            p, p.grad, m, v, lr, beta1, beta2, weight_decay, t, max_norm, k, decoupled, constrain
+        )
+
+
+def sgd_step_(
+    params: Sequence[torch.Tensor], states: Sequence[Sequence[torch.Tensor]],
+    keys: Sequence[torch.Tensor], constrained: Sequence[bool], lr: torch.Tensor,
+    momentum: torch.Tensor, weight_decay: torch.Tensor, t: torch.Tensor, max_norm: torch.Tensor,
+    nesterov: bool,
+) -> None:  # fmt: skip
+    """Every parameter's SGD update, step count included: one compiled graph per step."""
+    t.add_(1)
+    for p, (buf,), k, constrain in zip(params, states, keys, constrained, strict=True):
+        sgd_update_(p, p.grad, buf, lr, momentum, weight_decay, t, max_norm, k, nesterov, constrain)
+
+
 class StackedOptimizer:
     """Per-member hyperparameters as (K, 1, 1) device tensors; `step()` updates every parameter of
-    a StackedMLP, constraint included. `compile` turns each update into one fused kernel."""
+    a StackedMLP, constraint included, in one call. `compile` makes that call one graph."""
 
     def __init__(
         self,
@@ -118,28 +145,23 @@ class StackedOptimizer:
         self.state = [[torch.zeros_like(p) for _ in range(slots)] for p in net.parameters()]
         # per parameter: a member-keyed stream for stochastic rounding
         self.keys = [member_keys(net.seeds, 1000 + i) for i in range(len(self.state))]
-        update = sgd_update_ if name == "sgd" else adam_update_
-        self._update: Callable[..., None] = compiled(update) if compile else update
+        step = sgd_step_ if name == "sgd" else adam_step_
+        self._step: Callable[..., None] = compiled(step) if compile else step
 
     @torch.no_grad()
     def step(self) -> None:
-        self.t += 1
-        net = self.net
-        params = list(net.parameters())
-        for p, state, keys, constrain in zip(
-            params, self.state, self.keys, self.constrained, strict=True
-        ):
-            if self.name == "sgd":
-                self._update(
-                    p, p.grad, *state, self.lr, self.hyper["momentum"], self.hyper["weight_decay"],
-                    self.t, net.max_norms, keys, self.nesterov, constrain,
-                )  # fmt: skip
-            else:
-                self._update(
-                    p, p.grad, *state, self.lr, self.hyper["beta1"], self.hyper["beta2"],
-                    self.hyper["weight_decay"], self.t, net.max_norms, keys, self.name == "adamw",
-                    constrain,
-                )  # fmt: skip
+        net, hyper = self.net, self.hyper
+        shared = (list(net.parameters()), self.state, self.keys, self.constrained, self.lr)
+        if self.name == "sgd":
+            self._step(
+                *shared, hyper["momentum"], hyper["weight_decay"], self.t, net.max_norms,
+                self.nesterov,
+            )  # fmt: skip
+        else:
+            self._step(
+                *shared, hyper["beta1"], hyper["beta2"], hyper["weight_decay"], self.t,
+                net.max_norms, self.name == "adamw",
+            )  # fmt: skip
 
     def set_lr_scale(self, scale: float) -> None:
         """The schedule's factor, set once per epoch (not multiplied in every step)."""
