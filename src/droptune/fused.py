@@ -111,17 +111,20 @@ def load_member_checkpoint(path: Path | None) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu") if path is not None and path.exists() else None
 
 
-class StepIndices:
-    """The dataloader of a fused fit: step numbers; the module gathers each member's batch."""
+class StepChunks:
+    """The dataloader of a fused fit: (first, end) step numbers of a run of steps; the module
+    gathers each member's batch. Lightning's per-batch machinery costs host time comparable to a
+    whole small step, so one Lightning batch is `per_batch` training steps."""
 
-    def __init__(self, n_steps: int) -> None:
-        self.n_steps = n_steps
+    def __init__(self, n_steps: int, per_batch: int = 16) -> None:
+        self.n_steps, self.per_batch = n_steps, per_batch
 
     def __len__(self) -> int:
-        return self.n_steps
+        return -(-self.n_steps // self.per_batch)
 
-    def __iter__(self):
-        return iter(range(self.n_steps))
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, self.n_steps, self.per_batch):
+            yield start, min(start + self.per_batch, self.n_steps)
 
 
 EpochReport = Callable[[int, list[dict[str, float]]], list[bool]]
@@ -247,9 +250,9 @@ class FusedClassifier(L.LightningModule):
             os.replace(staged, member.checkpoint)
         self._saved_at = time.monotonic()
 
-    def train_dataloader(self) -> StepIndices:
+    def train_dataloader(self) -> StepChunks:
         n = len(self.tensors["train"][1])
-        return StepIndices(-(-n // self.batch_size))
+        return StepChunks(-(-n // self.batch_size))
 
     def on_train_epoch_start(self) -> None:
         raise_if_signalled()
@@ -268,7 +271,11 @@ class FusedClassifier(L.LightningModule):
             gamma = self.members[0].config["optim"].get("gamma", 0.95)
             self.optimizer.set_lr_scale(gamma**epoch)
 
-    def training_step(self, step: int, batch_idx: int) -> None:
+    def training_step(self, steps: tuple[int, int], batch_idx: int) -> None:
+        for step in range(*steps):
+            self._train_step(step)
+
+    def _train_step(self, step: int) -> None:
         x, y = self.tensors["train"]
         index = self.order[:, step * self.batch_size : (step + 1) * self.batch_size]
         with self._phase("forward"):
