@@ -221,6 +221,16 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
     profile = rows[4]
     assert set(profile["ms_per_step"]) == {"forward", "backward", "optimizer"}
     assert all(ms > 0 for ms in profile["ms_per_step"].values()) and profile["steps"] == 3
+    assert set(profile["param_gb_per_s"]) == set(profile["ms_per_step"])
+    # the optimizer moves 7 parameter-sized tensors (Adam), the forward reads 1: rates in proportion
+    ratio = profile["param_gb_per_s"]["optimizer"] / profile["param_gb_per_s"]["forward"]
+    assert ratio == pytest.approx(
+        7 * profile["ms_per_step"]["forward"] / profile["ms_per_step"]["optimizer"]
+    )
+    kernels = profile["top_kernels"]
+    assert kernels and all(k["calls"] > 0 and k["ms"] > 0 for k in kernels)
+    assert [k["ms"] for k in kernels] == sorted((k["ms"] for k in kernels), reverse=True)
+    assert any("mm" in k["name"] for k in kernels)  # the stacked matmuls are among them
     for study in rows[5:]:
         assert study["trials"] == 2 and study["wall_s"] > 0
         assert study["n_complete"] + study["n_pruned"] + study["n_failed"] == 2

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from droptune import data as ds
 from droptune.config import build_model
-from droptune.fused import Member, member_seed, train_group
+from droptune.fused import FusedClassifier, Member, member_seed, train_group
 from droptune.runner import fit, splits
 
 log = logging.getLogger("droptune")
@@ -139,7 +139,7 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         for k in ks:
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-            history = _fused(cfg_runs, arrays, train_index, val_index, k, compile, precision)
+            history, _ = _fused(cfg_runs, arrays, train_index, val_index, k, compile, precision)
             peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
             seconds = [epoch[0]["time/trial_epoch_s"] for epoch in history]
             emit(
@@ -179,16 +179,16 @@ def _fused(
     compile: bool | str,
     precision: str,
     phase_seconds: dict[str, float] | None = None,
-) -> list[list[dict[str, float]]]:
-    """One fused fit of k copies of the config (own seeds); its per-epoch metrics."""
+) -> tuple[list[list[dict[str, float]]], FusedClassifier]:
+    """One fused fit of k copies of the config (own seeds); its per-epoch metrics and module."""
     members = [Member(i, cfg, member_seed(cfg["seed"], i)) for i in range(k)]
     history: list[list[dict[str, float]]] = []
-    train_group(
+    module = train_group(
         arrays, train_index, val_index, members,
         lambda epoch, metrics: (history.append(metrics), [True] * len(metrics))[1],
         compile=compile, precision=precision, phase_seconds=phase_seconds,
     )  # fmt: skip
-    return history
+    return history, module
 
 
 def profile(
@@ -203,17 +203,51 @@ def profile(
     """Where a fused step's milliseconds go: forward, backward and optimizer (with max-norm), each
     timed with the device synchronised around it, over one epoch of `train_index` after a
     warm-up fit (compilation). Synchronising removes overlap, so the parts add up to a little
-    more than an unprofiled step."""
+    more than an unprofiled step.
+
+    Against the bandwidth limit: each phase's parameter traffic in GB/s, counting the bytes a
+    phase must move per stored parameter (forward: read the weight; backward: read it, write its
+    gradient; optimizer: read parameter, gradient and two moments (one for SGD), write all but the
+    gradient), activations not counted. And, from a third fit under torch.profiler, the kernels
+    that take the time (on a GPU their names say what was fused: `triton_per_` is a persistent
+    reduction, one pass)."""
     one_epoch = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=1))
     _fused(one_epoch, arrays, train_index, val_index, k, compile, precision)  # warm-up
     seconds: dict[str, float] = {}
-    _fused(one_epoch, arrays, train_index, val_index, k, compile, precision, seconds)
+    _, module = _fused(one_epoch, arrays, train_index, val_index, k, compile, precision, seconds)
     steps = -(-len(train_index) // cfg["data"]["batch_size"])
+    per_param = module.net.weights[0].element_size()
+    slots = 1 if cfg["optim"]["name"] == "sgd" else 2
+    traffic = {"forward": 1, "backward": 2, "optimizer": 3 + 2 * slots}  # accesses per parameter
+    param_bytes = per_param * sum(p.numel() for p in module.net.parameters())
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        _fused(one_epoch, arrays, train_index, val_index, k, compile, precision)
     return {
         "way": f"profile_fused_k{k}_{precision}", "k": k, "precision": precision, "compile": compile,
         "steps": steps, "ms_evaluate": 1e3 * seconds.pop("evaluate"),
         "ms_per_step": {phase: 1e3 * s / steps for phase, s in seconds.items()},
+        "param_gb_per_s": {
+            phase: traffic[phase] * param_bytes * steps / s / 1e9 for phase, s in seconds.items()
+        },
+        "top_kernels": top_kernels(profiler, device=torch.cuda.is_available()),
     }  # fmt: skip
+
+
+def top_kernels(
+    profiler: torch.profiler.profile, device: bool, n: int = 15
+) -> list[dict[str, Any]]:
+    """The n kernels (device) or operators (CPU) with the most self time."""
+    events = profiler.key_averages()
+    field = "self_device_time_total" if device else "self_cpu_time_total"
+    ranked = sorted(events, key=lambda e: getattr(e, field), reverse=True)[:n]
+    return [
+        {"name": e.key[:120], "calls": e.count, "ms": getattr(e, field) / 1e3}
+        for e in ranked
+        if getattr(e, field) > 0
+    ]
 
 
 def end_to_end(
