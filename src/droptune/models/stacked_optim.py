@@ -21,6 +21,7 @@ import torch
 from droptune.models.stacked import StackedMLP, compiled, member_keys, random_bits
 
 EPS = 1e-8
+PERSISTENT_ROW = 1024  # the longest row inductor reduces in one block (a persistent reduction)
 
 
 def _store_(target: torch.Tensor, value: torch.Tensor, keys: torch.Tensor) -> None:
@@ -35,7 +36,15 @@ def _store_(target: torch.Tensor, value: torch.Tensor, keys: torch.Tensor) -> No
 
 
 def _constrain(p: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
-    """Each unit's incoming weights (last dim) to norm <= its member's c (inf: no constraint)."""
+    """Each unit's incoming weights (last dim) to norm <= its member's c (inf: no constraint).
+
+    Every size is symbolic, so inductor cannot know a row fits one block and reduces it in a loop,
+    then loops again to store: the update reads p, its gradient and state twice. The branch below
+    puts a guard on the fan-in that bounds it in this graph; under the bound the compiled update
+    is a persistent reduction, each unit's row in registers, one pass (wider rows: a second graph).
+    """
+    if p.shape[2] <= PERSISTENT_ROW:
+        torch._check(p.shape[2] <= PERSISTENT_ROW)
     norm = p.norm(dim=2, keepdim=True)
     return p * torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0)
 
