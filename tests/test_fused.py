@@ -200,7 +200,7 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
          "model.widths=[16,16]", "bench.epochs=1", "bench.reference_batches=5", "bench.ks=[2]",
          "bench.bf16_ks=[2]", "bench.compile=false", "bench.profile_precisions=[fp32]", "bench.profile_k=2",
          "bench.profile_steps=3", "bench.ttq_timeout=600", "bench.ttq_trials=2", "bench.ttq_epochs=1",
-         *[f"bench.ttq_search.space.width_{i}.{end}={n}" for i in (0, 1) for end, n in (("low", 8), ("high", 16))],
+         *[f"search.space.width_{i}.{end}={n}" for i in (0, 1) for end, n in (("low", 8), ("high", 16))],
          "bench.tune_trials=2", "bench.tune_epochs=1", "bench.tune_k=2"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -157,14 +157,11 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         print(json.dumps(results[-1]), flush=True)
     studies = []
     if b.get("tune_trials"):
-        studies.append(("tune_end_to_end", cfg, b["tune_trials"], b["tune_epochs"], None))
+        studies.append(("tune_end_to_end", b["tune_trials"], b["tune_epochs"], None))
     if b.get("ttq_timeout"):
-        fast = dict(cfg, search=b["ttq_search"])
-        studies.append(
-            ("time_to_quality", fast, b["ttq_trials"], b["ttq_epochs"], b["ttq_timeout"])
-        )
-    for way, study_cfg, trials, epochs, timeout in studies:
-        row = end_to_end(study_cfg, arrays, trials, epochs, b["tune_k"], timeout)
+        studies.append(("time_to_quality", b["ttq_trials"], b["ttq_epochs"], b["ttq_timeout"]))
+    for way, trials, epochs, timeout in studies:
+        row = end_to_end(cfg, arrays, trials, epochs, b["tune_k"], timeout)
         results.append(dict(way=way, device=device, data=source, **row))
         print(json.dumps(results[-1]), flush=True)
     return results
