@@ -6,9 +6,9 @@ members. Each update is one function over a whole parameter tensor, and one step
 parameter in one call: compiled (torch.compile), that is one graph (one set of guards, one launch
 of each parameter's fused kernels), where an eager update makes about ten passes per parameter.
 Bias corrections, schedule and step count live on the device, so a step needs no host sync and
-never recompiles. With bf16 storage the update is computed
-in fp32 and stored with stochastic rounding (member-keyed random bits), so updates far smaller than
-bf16's resolution still move the weights on average.
+never recompiles. With bf16 storage the update is computed in fp32 and stored with stochastic
+rounding (member-keyed random bits), so updates far smaller than bf16's resolution still move the
+weights on average.
 """
 
 from __future__ import annotations
