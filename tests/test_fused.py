@@ -237,6 +237,50 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
     assert 0 <= rows[6]["best_test_acc"] <= 1  # the selected trial's test accuracy
 
 
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+        lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=4, reduction_factor=2),
+    ],
+    ids=["median", "successive_halving", "hyperband"],
+)
+def test_a_group_pruned_from_one_read_of_the_study_decides_as_should_prune_does(tmp_path, pruner):
+    """PruningView (one read of the study per group epoch) against Trial.should_prune per trial."""
+    from droptune.runner import PruningView
+
+    curves = np.random.default_rng(0).uniform(0.3, 0.9, size=(8, 4))
+
+    def decisions(db, decide):  # hyperband's brackets hash the study name: the same in both
+        study = optuna.create_study(
+            study_name="group", storage=f"sqlite:///{tmp_path}/{db}.db", direction="maximize",
+            pruner=pruner(), sampler=optuna.samplers.RandomSampler(seed=0),
+        )  # fmt: skip
+        for c in range(3):  # finished trials to compare with
+            trial = study.ask()
+            for step in range(4):
+                trial.report(0.4 + 0.1 * c + 0.01 * step, step)
+            study.tell(trial, 0.45 + 0.1 * c)
+        running = [study.ask() for _ in curves]
+        made = []
+        for step in range(4):
+            for trial, curve in zip(running, curves, strict=True):
+                trial.report(float(curve[step]), step)
+            made.append(decide(study, running))
+        return made
+
+    alone = decisions("alone", lambda study, trials: [t.should_prune() for t in trials])
+    viewed = decisions(
+        "viewed", lambda study, trials: (lambda v: [v.should_prune(t) for t in trials])(
+            PruningView(study)
+        ),
+    )  # fmt: skip
+    assert viewed == alone
+    flat = [d for step in alone for d in step]
+    assert any(flat) and not all(flat)  # the curves make the pruner choose both ways
+
+
 def test_groups_share_depth_settings_and_a_width_band(tmp_path):
     from droptune.fused import group_key
 

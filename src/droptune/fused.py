@@ -40,9 +40,9 @@ from droptune.models.stacked import (
 )
 from droptune.models.stacked_optim import StackedOptimizer
 from droptune.runner import (
+    PruningView,
     SequentialRunner,
     TrialOutcome,
-    TrialReporter,
     TrialSpec,
     describe_trial,
     diverged,
@@ -489,7 +489,6 @@ class FusedRunner:
                 spec.trial.set_user_attr("resumed_from_epoch", member.start_epoch)
                 for epoch, m in enumerate(member.resume["history"]):
                     standard.tracking.tracker.log_metrics(states[-1].run_id, m, epoch)
-        reporters = [TrialReporter(spec.trial, metric) for spec in specs]
         alive = list(range(len(specs)))  # the members still training, in the group's order
 
         def finish(i: int, outcome: TrialOutcome) -> None:
@@ -501,16 +500,22 @@ class FusedRunner:
             )
 
         def report(epoch: int, metrics: list[dict[str, float]]) -> list[bool]:
-            keep = []
+            reported = []
             for i, m in zip(alive, metrics, strict=True):
                 states[i].last = m
                 standard.tracking.tracker.log_metrics(states[i].run_id, m, epoch)
                 failure = diverged(m, epoch)
                 if failure:
                     finish(i, TrialOutcome(TrialState.FAIL, reason=failure, metrics=m))
-                elif reporters[i].report(m[metric], epoch):
-                    finish(i, TrialOutcome(TrialState.PRUNED, metrics=m))
-                keep.append(states[i].outcome is None)
+                else:
+                    specs[i].trial.report(m[metric], epoch)
+                    reported.append(i)
+            if reported:  # every member's value is in before any decision: all see the same epoch
+                view = PruningView(specs[reported[0]].trial.study)
+                for i in reported:
+                    if view.should_prune(specs[i].trial):
+                        finish(i, TrialOutcome(TrialState.PRUNED, metrics=states[i].last))
+            keep = [states[i].outcome is None for i in alive]
             alive[:] = [i for i, k in zip(alive, keep, strict=True) if k]
             return keep
 
