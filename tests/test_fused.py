@@ -156,7 +156,13 @@ def test_fused_and_standard_runner_agree_in_distribution(tmp_path):
     assert abs(np.mean(fused_acc) - np.mean(standard_acc)) <= 0.01, (fused_acc, standard_acc)
 
 
-def test_fused_study_runs_every_trial_with_its_own_mlflow_run(tmp_path):
+@pytest.mark.parametrize("metrics_every_s", [0.0, 600.0], ids=["each_epoch", "at_trial_end"])
+def test_fused_study_runs_every_trial_with_its_own_mlflow_run(
+    tmp_path, monkeypatch, metrics_every_s
+):
+    import droptune.fused
+
+    monkeypatch.setattr(droptune.fused, "METRICS_EVERY_S", metrics_every_s)  # curves, both ways
     overrides = [
         f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3",
         "study.name=f", "study.runner=fused", "study.fused.k=4", "study.n_trials=8", "evaluate_test=true",
