@@ -335,7 +335,10 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
 
 
 def budget_used(study: optuna.Study, before_number: int | None = None) -> int:
-    trials = study.get_trials(deepcopy=False)
+    return _budget_of(study.get_trials(deepcopy=False), before_number)
+
+
+def _budget_of(trials: Sequence[FrozenTrial], before_number: int | None = None) -> int:
     return sum(
         counts_toward_budget(t) for t in trials if before_number is None or t.number < before_number
     )
@@ -437,27 +440,33 @@ def _existing_trials(storage: BaseStorage, name: str) -> int:
     return storage.get_n_trials(storage.get_study_id_from_name(name))
 
 
-def _finished_line(study: optuna.Study, trial: FrozenTrial, metric: str, budget: int) -> str:
-    trials = study.get_trials(deepcopy=False)
+def _best(study: optuna.Study, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(complete, key=lambda t: t.value) if complete else None
+
+
+def _finished_line(
+    study: optuna.Study, trials: Sequence[FrozenTrial], trial: FrozenTrial, metric: str, budget: int
+) -> str:
+    """The log line of a finished trial; `trials`: the study as read once after its batch."""
     counts = {state: sum(t.state == state for t in trials) for state in TrialState}
     value = (
         f"{metric} {trial.value:.4f}"
         if trial.value is not None
         else trial.user_attrs.get("fail_reason", "")
     )
-    try:
-        best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
-    except ValueError:
-        best = "best -"
+    best = _best(study, trials)
     return (
-        f"trial {trial.number:4d} {trial.state.name:8s} {value}  |  {best}  |  "
+        f"trial {trial.number:4d} {trial.state.name:8s} {value}  |  "
+        f"best {f'{best.value:.4f} (#{best.number})' if best else '-'}  |  "
         f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
         f"{sum(counts_toward_budget(t) for t in trials if t.state == TrialState.FAIL)} failed"
-        f"  |  {budget_used(study)}/{budget}"
+        f"  |  {_budget_of(trials)}/{budget}"
     )
 
 
-def _tell(study: optuna.Study, spec: TrialSpec, outcome: TrialOutcome) -> FrozenTrial:
+def _tell(study: optuna.Study, spec: TrialSpec, outcome: TrialOutcome) -> None:
     trial = spec.trial
     if outcome.state == TrialState.COMPLETE:
         study.tell(trial, outcome.value)
@@ -466,7 +475,6 @@ def _tell(study: optuna.Study, spec: TrialSpec, outcome: TrialOutcome) -> Frozen
     else:
         trial.set_user_attr("fail_reason", outcome.reason)
         study.tell(trial, state=TrialState.FAIL)
-    return study.get_trials(deepcopy=False)[trial.number]
 
 
 def optimize(
@@ -579,9 +587,12 @@ def optimize(
                     _requeue_interrupted(study, batch, handler)
                     raise
             for spec, outcome in zip(batch, outcomes, strict=True):
-                finished = _tell(study, spec, outcome)
-                log.info("%s", _finished_line(study, finished, metric, s["n_trials"]))
-                _log_progress(study, tracking, finished.number)
+                _tell(study, spec, outcome)
+            trials = study.get_trials(deepcopy=False)  # once per batch: each read reloads
+            for spec in batch:  # every running trial from the storage
+                finished = trials[spec.trial.number]
+                log.info("%s", _finished_line(study, trials, finished, metric, s["n_trials"]))
+            _log_progress(study, trials, tracking, max(spec.trial.number for spec in batch))
     except BaseException as caught:
         error = caught
         raise
@@ -620,8 +631,9 @@ def _requeue_interrupted(
             handler(study, study.get_trials(deepcopy=False)[spec.trial.number])
 
 
-def _log_progress(study: optuna.Study, tracking: StudyTracking, step: int) -> None:
-    trials = study.get_trials(deepcopy=False)
+def _log_progress(
+    study: optuna.Study, trials: Sequence[FrozenTrial], tracking: StudyTracking, step: int
+) -> None:
     progress = {
         "study/n_complete": sum(t.state == TrialState.COMPLETE for t in trials),
         "study/n_pruned": sum(t.state == TrialState.PRUNED for t in trials),
@@ -629,8 +641,9 @@ def _log_progress(study: optuna.Study, tracking: StudyTracking, step: int) -> No
             t.state == TrialState.FAIL and counts_toward_budget(t) for t in trials
         ),
     }
-    if progress["study/n_complete"]:
-        progress["study/best_value"] = study.best_value
+    best = _best(study, trials)
+    if best:
+        progress["study/best_value"] = best.value
     tracking.log_study(progress, step)
 
 
