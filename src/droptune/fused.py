@@ -495,14 +495,15 @@ class FusedRunner:
                 spec.trial.set_user_attr("resumed_from_epoch", member.start_epoch)
                 tracker.log_history(states[-1].run_id, list(enumerate(member.resume["history"])))
         alive = list(range(len(specs)))  # the members still training, in the group's order
-        logged_at = [time.monotonic()]
+        logged_at = time.monotonic()
 
         def flush(indices: Iterable[int]) -> None:
+            nonlocal logged_at
             for i in indices:
                 if states[i].unlogged:
                     tracker.log_history(states[i].run_id, states[i].unlogged)
                     states[i].unlogged = []
-            logged_at[0] = time.monotonic()
+            logged_at = time.monotonic()
 
         def finish(i: int, outcome: TrialOutcome) -> None:
             flush([i])
@@ -531,7 +532,7 @@ class FusedRunner:
                         finish(i, TrialOutcome(TrialState.PRUNED, metrics=states[i].last))
             keep = [states[i].outcome is None for i in alive]
             alive[:] = [i for i, k in zip(alive, keep, strict=True) if k]
-            if time.monotonic() - logged_at[0] >= METRICS_EVERY_S:
+            if time.monotonic() - logged_at >= METRICS_EVERY_S:
                 flush(alive)
             return keep
 

@@ -386,7 +386,8 @@ class PruningView:
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
-        self._trials = {t.number: t for t in study.get_trials(deepcopy=True)}  # in number order
+        # read-only here: the storage's own objects, not copies (in number order)
+        self._trials = {t.number: t for t in study.get_trials(deepcopy=False)}
 
     def get_trials(
         self, deepcopy: bool = True, states: Sequence[TrialState] | None = None
