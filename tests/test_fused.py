@@ -27,8 +27,9 @@ def config(tmp_path, *overrides):
     )  # fmt: skip
 
 
-def train(cfgs, prune=None, **group_options):
-    """Train cfgs as one group (members seeded by position); prune=(member, epoch) drops one.
+def train(cfgs, prune=(), **group_options):
+    """Train cfgs as one group (members seeded by position); prune: the (member, epoch) pairs
+    at which members leave.
     Returns the module, each member's per-epoch metrics, and the members left."""
     cfg = cfgs[0]
     arrays = load_data(cfg)
@@ -41,7 +42,7 @@ def train(cfgs, prune=None, **group_options):
         keep = []
         for i, m in zip(list(alive), metrics, strict=True):
             histories[i].append(m)
-            keep.append(not (prune and prune == (i, epoch)))
+            keep.append((i, epoch) not in prune)
         alive[:] = [i for i, k in zip(list(alive), keep, strict=True) if k]
         return keep
 
@@ -127,7 +128,7 @@ def test_random_streams_are_uniform_uncorrelated_and_independent_of_padding():
 def test_pruning_a_member_leaves_the_others_unchanged(tmp_path):
     cfgs = [config(tmp_path, *m) for m in MEMBERS]
     full, full_hist, _ = train(cfgs)
-    pruned, pruned_hist, alive = train(cfgs, prune=(1, 0))
+    pruned, pruned_hist, alive = train(cfgs, prune={(1, 0)})
     assert alive == [0, 2] and len(pruned_hist[1]) == 1
     assert pruned.net.weights[0].shape[0] == 2  # the stacked tensors shrank
     for k in (0, 2):
@@ -342,16 +343,43 @@ def test_compiled_steps_equal_eager_steps(tmp_path):
         for a, b in zip(eager_hist[k], compiled_hist[k], strict=True):
             assert close(a["val/loss"], b["val/loss"]) and close(a["train/loss"], b["train/loss"])
 
-    # another group, other widths, a member leaving after the first epoch (the stacked tensors
-    # shrink): nothing new to compile (new graphs come only with a new set of variants, a new
-    # storage type, or a group of one)
-    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+@pytest.mark.slow
+def test_groups_of_any_size_and_width_reuse_the_first_groups_graphs(tmp_path):
+    """A compile costs seconds to a minute per function, a large part of a short study: other
+    sizes and widths, members leaving down to one, and a group of one reuse the first group's
+    graphs (new ones come only with a new set of variants or another storage type; members
+    leaving keep their group's set)."""
+    torch._dynamo.reset()  # graphs compiled by other tests would hide a recompile
+    graphs = torch._dynamo.utils.counters["stats"]
+    odd = ("model.dropout.variant=gaussian", "model.dropout.placement=before")
+    # two members, both hidden layers padded to 32: sizes that must not be assumed equal later
+    first = [
+        config(tmp_path, "optim=adam", "model.widths=[32,32]", "model.max_norm=2.0", *odd),
+        config(tmp_path, "optim=adam", "model.widths=[32,32]", "model.max_norm=null"),
+    ]
+    train(first, compile=True)
+    compiled_graphs = graphs["unique_graphs"]
+    assert compiled_graphs > 0
     other = [
-        config(tmp_path, "optim=adam", *[o for o in m if "momentum" not in o], f"model.widths=[{w},{w // 2}]")
-        for m, w in zip(MEMBERS, (40, 20, 24), strict=True)
-    ]  # fmt: skip
-    train(other, prune=(0, 0), compile=True)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+        config(tmp_path, "optim=adam", f"model.widths=[{w},{w // 2}]", *extra)
+        for w, extra in ((40, odd), (20, ()), (24, ()))
+    ]
+    # 3 members, then 2 (none gaussian or before any more), then 1
+    _, _, alive = train(other, prune={(0, 0), (2, 1)}, compile=True)
+    assert alive == [1]
+    lone = [config(tmp_path, "optim=adam", "model.widths=[24,40]", "model.max_norm=2.0", *odd)]
+    (compiled, compiled_hist, _), (eager, eager_hist, _) = (
+        train(lone, compile=c) for c in (True, False)
+    )
+    assert graphs["unique_graphs"] == compiled_graphs
+    # a compiled group of one holds a copy of its member as a second row; the member's own
+    # results are those it has alone, uncompiled
+    assert len(compiled.net.seeds) == 2 and len(eager.net.seeds) == 1
+    for a, b in zip(eager.net.parameters(), compiled.net.parameters(), strict=True):
+        assert (a[0] - b[0]).norm() <= 1e-5 * a[0].norm()
+    for a, b in zip(eager_hist[0], compiled_hist[0], strict=True):
+        assert close(a["val/loss"], b["val/loss"]) and close(a["train/loss"], b["train/loss"])
 
 
 def test_stochastic_rounding_to_bf16_is_unbiased_where_nearest_rounding_stalls():
@@ -461,16 +489,16 @@ def test_successive_halving_prunes_inside_the_first_batch(tmp_path):
     assert all(t.datetime_start < first_end for t in study.trials)  # all in the first batch
 
 
-def test_a_compiler_failure_falls_back_to_eager(monkeypatch):
+def test_a_compiler_failure_falls_back_to_eager():
     """A broken toolchain must not fail every trial of a fused group: the step runs eagerly."""
     import torch._inductor.config as inductor
 
     from droptune.models.stacked import compiled
 
-    monkeypatch.setattr(inductor, "fx_graph_cache", False)
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
     frames = dict(torch._dynamo.utils.counters["frames"])
     double_plus_one = compiled(lambda x: x * 2 + 1)
-    assert torch.equal(double_plus_one(torch.ones(3)), torch.full((3,), 3.0))
+    # patch(), not monkeypatch: torch's config modules lose a key that monkeypatch restores
+    with inductor.patch({"fx_graph_cache": False, "cpp.cxx": ("/nonexistent/c++",)}):
+        assert torch.equal(double_plus_one(torch.ones(3)), torch.full((3,), 3.0))
     counts = torch._dynamo.utils.counters["frames"]
     assert counts["total"] - frames.get("total", 0) == 1 and counts["ok"] == frames.get("ok", 0)

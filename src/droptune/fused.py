@@ -200,7 +200,7 @@ class FusedClassifier(L.LightningModule):
         self.optimizer = StackedOptimizer(
             self.net,
             self.members[0].config["optim"]["name"],
-            [m.config["optim"] for m in self.members],
+            [m.config["optim"] for m in self._rows],
             self.compile,
         )
         resumed = [(i, m.resume) for i, m in enumerate(self.members) if m.resume]
@@ -218,6 +218,12 @@ class FusedClassifier(L.LightningModule):
             steps = resumed[0][1]["steps"]  # the same for every member: same epochs, same data
             self.net.step.fill_(steps)
             self.optimizer.t.fill_(steps)
+
+    @property
+    def _rows(self) -> list[Member]:
+        """The members as the stacked tensors hold them (train_group: a compiled group of one
+        holds its member twice)."""
+        return self.members + self.members[:1] * (len(self.net.seeds) - len(self.members))
 
     def _slices(self, i: int) -> list[tuple]:
         """Member i's own (unpadded) part of each stacked parameter, as parameters() lists them."""
@@ -268,7 +274,7 @@ class FusedClassifier(L.LightningModule):
         epoch = self.epoch_offset + self.current_epoch
         keys = member_keys(self.net.seeds, 1_000_000 + epoch)
         self.order = torch.argsort(uniform(keys, len(x)), dim=1)  # each member's own shuffle
-        self._sums = torch.zeros(2, len(self.members), device=x.device)  # loss sum, correct count
+        self._sums = torch.zeros(2, len(self._rows), device=x.device)  # loss sum, correct count
         self._seen = 0
         self._epoch_start = time.perf_counter()
         schedule = self.members[0].config["optim"].get("schedule", "none")
@@ -305,7 +311,7 @@ class FusedClassifier(L.LightningModule):
         """Per-member (loss, accuracy) on a resident split, dropout off, in memory-bounded chunks."""
         self.net.eval()
         x, y = self.tensors[part]
-        k = len(self.members)
+        k = len(self._rows)
         chunk = max(256, 2**22 // max(1, k * max(w.shape[1] for w in self.net.weights)))
         loss = torch.zeros(k, device=x.device)
         correct = torch.zeros(k, device=x.device)
@@ -323,8 +329,9 @@ class FusedClassifier(L.LightningModule):
         with self._phase("evaluate"):
             val_loss, val_acc = self._evaluate("val")
             _, probe_acc = self._evaluate("train_probe")
-        train = (self._sums / self._seen).cpu()  # one host sync per epoch
-        val_loss, val_acc, probe_acc = val_loss.cpu(), val_acc.cpu(), probe_acc.cpu()
+        n = len(self.members)  # the rows after them copy a member
+        train = (self._sums[:, :n] / self._seen).cpu()  # one host sync per epoch
+        val_loss, val_acc, probe_acc = (t[:n].cpu() for t in (val_loss, val_acc, probe_acc))
         self.best = torch.maximum(self.best, val_acc)
         seconds = (time.perf_counter() - self._epoch_start) / len(self.members)
         metrics = [
@@ -338,11 +345,11 @@ class FusedClassifier(L.LightningModule):
                 "gap/acc": float(probe_acc[i] - val_acc[i]),
                 "time/trial_epoch_s": seconds,
             }
-            for i in range(len(self.members))
+            for i in range(n)
         ]
         last = self.current_epoch + 1 == self.trainer.max_epochs
         if last and self.members[0].config.get("evaluate_test") and "test" in self.tensors:
-            test_loss, test_acc = (t.cpu() for t in self._evaluate("test"))
+            test_loss, test_acc = (t[:n].cpu() for t in self._evaluate("test"))
             for i, m in enumerate(metrics):  # reported with the trial, never selected on
                 m.update({"test/loss": float(test_loss[i]), "test/acc": float(test_acc[i])})
         for history, m in zip(self.histories, metrics, strict=True):
@@ -366,8 +373,10 @@ class FusedClassifier(L.LightningModule):
         self.histories = [h for h, k in zip(self.histories, keep, strict=True) if k]
         self.best = self.best[survivors]
         if self.members:
+            if self.compile and len(survivors) == 1:
+                survivors = survivors.repeat(2)  # as train_group holds a compiled group of one
             on_device = survivors.to(self.net.seeds.device)
-            self.net.keep(on_device)
+            self.net.keep(on_device, narrow_branches=not self.compile)
             self.optimizer.keep(on_device)
 
 
@@ -416,23 +425,27 @@ def train_group(
     datamodule.trainer = trainer
     datamodule.setup()
     flat = {k: (x.flatten(1), y) for k, (x, y) in datamodule.tensors.items()}
-    widths = [mlp_widths(m.config["model"]) for m in members]
+    if compile == "auto":
+        compile = trainer.strategy.root_device.type == "cuda"
+    # torch specialises a size of 1, so a compiled group of one member would compile every
+    # function again; it holds a copy of its member as a second row instead, whose results are
+    # dropped (a one-member step on a GPU is launch-bound: the copy costs next to nothing)
+    rows = members * 2 if compile and len(members) == 1 else members
+    widths = [mlp_widths(m.config["model"]) for m in rows]
     net = StackedMLP(
         flat["train"][0].shape[1],
         len(arrays.classes),
         widths,
-        [m.seed for m in members],
-        [m.config["model"]["dropout"].get("input", 0.0) for m in members],
-        [_rates(m.config, len(widths[0])) for m in members],
-        [m.config["model"]["dropout"].get("output", 0.0) for m in members],
-        [m.config["model"].get("max_norm") for m in members],
+        [m.seed for m in rows],
+        [m.config["model"]["dropout"].get("input", 0.0) for m in rows],
+        [_rates(m.config, len(widths[0])) for m in rows],
+        [m.config["model"]["dropout"].get("output", 0.0) for m in rows],
+        [m.config["model"].get("max_norm") for m in rows],
         base["model"]["activation"],
-        [m.config["model"]["dropout"].get("placement", "after") for m in members],
-        [m.config["model"]["dropout"].get("variant", "inverted") for m in members],
+        [m.config["model"]["dropout"].get("placement", "after") for m in rows],
+        [m.config["model"]["dropout"].get("variant", "inverted") for m in rows],
         STORAGE_DTYPES[precision],
     ).to(trainer.strategy.root_device)
-    if compile == "auto":
-        compile = trainer.strategy.root_device.type == "cuda"
     module = FusedClassifier(
         net, members, flat, base["data"]["batch_size"], report, compile, phase_seconds,
         checkpoint_interval,

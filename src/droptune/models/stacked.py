@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.fx.experimental._config as fx_config
 from torch import nn
 from torch.nn import functional as F
 
@@ -57,6 +58,9 @@ def compiled(fn: Callable) -> Callable:
     groups and as members leave, so every size is symbolic (parameters' too: torch treats those
     as static by default) and a study compiles each function a few times, not once per group."""
     torch._dynamo.config.force_parameter_static_shapes = False
+    # sizes that happen to be equal in the first group (two layers' padded widths, say) stay
+    # separate symbols: unified, the next group without that equality would compile again
+    fx_config.use_duck_shape = False
     # one graph per dtype, train / eval and set of variants in use; past the limit: eager, not an error
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     # a compiler failure (a missing toolchain, say) runs the function eagerly, with a warning,
@@ -196,8 +200,11 @@ class StackedMLP(nn.Module):
         n = len(self.weights)
         return [i < n - 1 for i in range(n)] + [False] * len(self.biases)
 
-    def keep(self, members: torch.Tensor) -> None:
-        """Drop every member not in `members` (a pruned trial leaves; the GPU's work shrinks)."""
+    def keep(self, members: torch.Tensor, narrow_branches: bool = True) -> None:
+        """Drop every member not in `members` (a pruned trial leaves; the GPU's work shrinks).
+
+        `narrow_branches`: also drop the code paths (variants, placement) no survivor uses. That
+        saves work in eager mode; a compiled step would see a new graph to compile instead."""
         for params in (self.weights, self.biases):
             for i, p in enumerate(params):
                 params[i] = nn.Parameter(p.detach()[members])
@@ -212,7 +219,10 @@ class StackedMLP(nn.Module):
             "before",
         ):
             setattr(self, name, getattr(self, name)[members])
-        self._set_branches(self.variant_codes.flatten().tolist(), self.before.flatten().tolist())
+        if narrow_branches:
+            self._set_branches(
+                self.variant_codes.flatten().tolist(), self.before.flatten().tolist()
+            )
 
 
 def stacked_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
