@@ -3,6 +3,7 @@ retraining the best trial, and a worker killed with SIGKILL mid-trial."""
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -67,6 +68,10 @@ def test_study_trials_nest_under_one_parent_run_with_their_states(tmp_path):
         if trial.state == TrialState.COMPLETE:  # its own model, evaluated on the held-out test set
             assert run.data.metrics["test/acc"] == trial.user_attrs["test_acc"]
     assert summary["best_test_acc"] == study.best_trial.user_attrs["test_acc"]
+    # both embedded stores commit by appending to a write-ahead log (stores.py)
+    for url in (cfg["study"]["storage"], cfg["tracking"]["uri"]):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal", url
 
 
 def test_aggressive_pruner_prunes_and_pruned_runs_are_not_failed(tmp_path):

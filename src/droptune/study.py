@@ -49,6 +49,7 @@ from droptune.runner import (
     splits,
 )
 from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest
+from droptune.stores import sqlite_write_ahead_log
 from droptune.tracking import StudyTracking, Tracker, mask_url
 
 log = logging.getLogger("droptune")
@@ -204,6 +205,7 @@ def make_storage(study: Mapping[str, Any], on_stale: StaleTrialHandler) -> BaseS
     engine_kwargs: dict[str, Any]
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_write_ahead_log()
         # several processes on one file wait for each other's write lock instead of failing
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:  # a server shared by many workers: a small pool per worker, dropped connections noticed
@@ -567,7 +569,11 @@ def optimize(
             batch = []
             for _ in range(min(room, runner.capacity)):
                 trial = study.ask()
-                if budget_used(study, before_number=trial.number) >= s["n_trials"]:
+                # only trials numbered below it count before it: a low number needs no read
+                if (
+                    trial.number >= s["n_trials"]
+                    and budget_used(study, before_number=trial.number) >= s["n_trials"]
+                ):
                     trial.set_user_attr("over_budget", True)  # another worker took the last slot
                     study.tell(trial, state=TrialState.FAIL)
                     break

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import droptune
+from droptune.stores import sqlite_write_ahead_log
 
 PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 
@@ -90,6 +91,8 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, artifact_root: str | None = None) -> None:
         self.uri = uri
+        if uri.startswith("sqlite:///"):
+            sqlite_write_ahead_log()
         with _store_init_lock(uri):
             for attempt in range(6):
                 try:
