@@ -162,8 +162,7 @@ class Tracker:
         self.client.log_batch(run_id, metrics=batch, tags=run_tags)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, str(value))
+        self.log_history(run_id, [], tags)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(
