@@ -351,7 +351,8 @@ def test_groups_of_any_size_and_width_reuse_the_first_groups_graphs(tmp_path):
     graphs (new ones come only with a new set of variants or another storage type; members
     leaving keep their group's set)."""
     torch._dynamo.reset()  # graphs compiled by other tests would hide a recompile
-    graphs = torch._dynamo.utils.counters["stats"]
+    graphs, frames = torch._dynamo.utils.counters["stats"], torch._dynamo.utils.counters["frames"]
+    frames_before = dict(frames)
     odd = ("model.dropout.variant=gaussian", "model.dropout.placement=before")
     # two members, both hidden layers padded to 32: sizes that must not be assumed equal later
     first = [
@@ -373,6 +374,8 @@ def test_groups_of_any_size_and_width_reuse_the_first_groups_graphs(tmp_path):
         train(lone, compile=c) for c in (True, False)
     )
     assert graphs["unique_graphs"] == compiled_graphs
+    new_frames = {k: v - frames_before.get(k, 0) for k, v in frames.items()}
+    assert new_frames["total"] == new_frames["ok"] > 0  # compiled, never fallen back to eager
     # a compiled group of one holds a copy of its member as a second row; the member's own
     # results are those it has alone, uncompiled
     assert len(compiled.net.seeds) == 2 and len(eager.net.seeds) == 1

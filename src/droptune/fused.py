@@ -203,7 +203,7 @@ class FusedClassifier(L.LightningModule):
             [m.config["optim"] for m in self._rows],
             self.compile,
         )
-        resumed = [(i, m.resume) for i, m in enumerate(self.members) if m.resume]
+        resumed = [(i, m.resume) for i, m in enumerate(self._rows) if m.resume]  # copies too
         if not resumed:
             return
         with torch.no_grad():
@@ -226,10 +226,10 @@ class FusedClassifier(L.LightningModule):
         return self.members + self.members[:1] * (len(self.net.seeds) - len(self.members))
 
     def _slices(self, i: int) -> list[tuple]:
-        """Member i's own (unpadded) part of each stacked parameter, as parameters() lists them."""
+        """Row i's own (unpadded) part of each stacked parameter, as parameters() lists them."""
         sizes = [
             self.net.weights[0].shape[2],
-            *mlp_widths(self.members[i].config["model"]),
+            *mlp_widths(self._rows[i].config["model"]),
             self.net.weights[-1].shape[1],
         ]
         weights = [
