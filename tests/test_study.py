@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from droptune.errors import ConfigError
 from droptune.runner import train
-from droptune.study import budget_used, optimize
+from droptune.study import StaleTrialHandler, budget_used, fail_stale, make_storage, optimize
 
 SMALL = ["data=digits", "trainer.max_epochs=3", "study.name=s", "model.width=32"]
 
@@ -270,6 +270,24 @@ def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_pa
     assert dead_run.info.status == "KILLED" and dead_run.data.tags["state"] == "FAIL"
     retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])  # nests under the worker's parent
     assert retry_run.data.tags["mlflow.parentRunId"] == dead_run.data.tags["mlflow.parentRunId"]
+
+
+@pytest.mark.slow
+def test_a_live_workers_trial_outlasting_the_grace_period_is_not_failed_by_a_peer(tmp_path):
+    overrides = tune_overrides(tmp_path, *SLOW_TRIALS)
+    worker, running = start_worker_mid_trial(tmp_path, overrides)
+    try:
+        cfg = compose_config(*overrides, config_name="tune")
+        s = cfg["study"]
+        handler = StaleTrialHandler(None, lambda trial: None)
+        peer = optuna.load_study(study_name=s["name"], storage=make_storage(s, handler))
+        time.sleep(s["grace_period"] + 2)  # the trial started longer ago than that; it beats
+        assert worker.poll() is None
+        fail_stale(peer, s["grace_period"], handler)
+        assert peer.trials[running.number].state == TrialState.RUNNING
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 @pytest.mark.slow

@@ -364,10 +364,10 @@ class Heartbeat:
     def _beat(self) -> None:
         while True:
             for trial_id in self.trial_ids:
-                if isinstance(self.storage, RDBStorage):
-                    self.storage.record_heartbeat(trial_id)
-                else:
+                if isinstance(self.storage, JournalStorage):
                     self.storage.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT, time.time())
+                else:
+                    self.storage.record_heartbeat(trial_id)
             if self._stop.wait(self.interval):
                 return
 
@@ -383,7 +383,7 @@ class Heartbeat:
 def fail_stale(study: optuna.Study, grace_period: int, handler: StaleTrialHandler) -> None:
     """Fail (and re-queue) RUNNING trials whose worker stopped sending heartbeats."""
     storage = study._storage
-    if isinstance(storage, RDBStorage):
+    if not isinstance(storage, JournalStorage):  # an RDB storage (wrapped in Optuna's cache)
         fail_stale_trials(study)
         return
     now = time.time()
