@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 
 import optuna
 import pytest
@@ -16,7 +17,15 @@ from optuna.trial import TrialState
 
 from droptune.errors import ConfigError
 from droptune.runner import train
-from droptune.study import StaleTrialHandler, budget_used, fail_stale, make_storage, optimize
+from droptune.search import parse_space, suggest
+from droptune.study import (
+    StaleTrialHandler,
+    budget_used,
+    fail_stale,
+    make_sampler,
+    make_storage,
+    optimize,
+)
 
 SMALL = ["data=digits", "trainer.max_epochs=3", "study.name=s", "model.width=32"]
 
@@ -194,6 +203,57 @@ def test_cross_validation_objective(tmp_path):
     assert study.user_attrs["fingerprint_parts"]["study.metric"] == "cv/acc_mean"
     for trial in study.trials:
         assert sorted(trial.intermediate_values) == [0, 1, 2]  # one report per fold
+
+
+def rdb_storage(tmp_path, name):
+    cfg = compose_config(*tune_overrides(tmp_path), config_name="tune")
+    s = {**cfg["study"], "storage": f"sqlite:///{tmp_path}/{name}.db"}
+    return cfg, s, make_storage(s, StaleTrialHandler(None, lambda trial: None))
+
+
+def ask_two_batches(tmp_path, name, batched):
+    """Two batches of 12 asks on a fresh SQLite study (the second one TPE's, with its liars);
+    returns the study and how many trials its storage loaded from the database."""
+    cfg, s, storage = rdb_storage(tmp_path, name)
+    space = parse_space(cfg["search"]["space"], cfg)
+    loaded, read = [0], storage._backend._get_trials
+
+    def counting_read(*args, **kwargs):
+        trials = read(*args, **kwargs)
+        loaded[0] += len(trials)
+        return trials
+
+    storage._backend._get_trials = counting_read
+    study = optuna.create_study(storage=storage, sampler=make_sampler(s, space, 0))
+    for _ in range(2):
+        with storage.batch() if batched else nullcontext():
+            trials = []
+            for _ in range(12):
+                trials.append(study.ask())
+                suggest(trials[-1], space)
+        for i, trial in enumerate(trials):
+            study.tell(trial, i / 12)
+    return study, loaded[0]
+
+
+def test_a_batch_of_asks_samples_as_single_asks_do_and_reads_each_running_trial_once(tmp_path):
+    single, loaded_single = ask_two_batches(tmp_path, "single", batched=False)
+    batched, loaded_batched = ask_two_batches(tmp_path, "batched", batched=True)
+    assert [t.params for t in batched.trials] == [t.params for t in single.trials]
+    assert len({str(t.params) for t in batched.trials}) == 24
+    assert loaded_batched * 4 < loaded_single
+
+
+def test_a_batch_of_asks_sees_the_trials_a_peer_creates_meanwhile(tmp_path):
+    _, s, storage = rdb_storage(tmp_path, "shared")
+    study = optuna.create_study(study_name="s", storage=storage)
+    peer = optuna.load_study(study_name="s", storage=s["storage"])  # its own cache
+    lr = {"lr": optuna.distributions.FloatDistribution(0.1, 0.2)}
+    with storage.batch():
+        mine = study.ask(lr)
+        theirs = peer.ask(lr)
+        seen = [(t.number, t.params) for t in study.get_trials()]
+    assert seen == [(mine.number, mine.params), (theirs.number, theirs.params)]
 
 
 def start_worker_mid_trial(tmp_path, overrides, saved_as="last.ckpt"):

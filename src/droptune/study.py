@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from droptune.runner import (
     splits,
 )
 from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest
-from droptune.stores import sqlite_write_ahead_log
+from droptune.stores import BatchAskStorage, sqlite_write_ahead_log
 from droptune.tracking import StudyTracking, Tracker, mask_url
 
 log = logging.getLogger("droptune")
@@ -217,12 +218,14 @@ def make_storage(study: Mapping[str, Any], on_stale: StaleTrialHandler) -> BaseS
         }
     for attempt in itertools.count():
         try:
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=study["heartbeat_interval"],
-                grace_period=study["grace_period"],
-                heartbeat_stale_trial_callback=on_stale,
+            return BatchAskStorage(
+                RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=study["heartbeat_interval"],
+                    grace_period=study["grace_period"],
+                    heartbeat_stale_trial_callback=on_stale,
+                )
             )
         except sqlalchemy.exc.DBAPIError:
             # Workers starting together on an empty database race to create its tables; the
@@ -567,21 +570,26 @@ def optimize(
                 time.sleep(s["heartbeat_interval"])
                 continue
             batch = []
-            for _ in range(min(room, runner.capacity)):
-                trial = study.ask()
-                # only trials numbered below it count before it: a low number needs no read
-                if (
-                    trial.number >= s["n_trials"]
-                    and budget_used(study, before_number=trial.number) >= s["n_trials"]
-                ):
-                    trial.set_user_attr("over_budget", True)  # another worker took the last slot
-                    study.tell(trial, state=TrialState.FAIL)
-                    break
-                overrides = suggest(trial, space)
-                config = apply(cfg, overrides)
-                trial.set_user_attr("overrides", base + hydra_overrides(config, overrides))
-                trial.set_user_attr("worker", WORKER)
-                batch.append(TrialSpec(trial, config, _checkpoint(s, storage, trial, len(folds))))
+            asking = storage.batch() if isinstance(storage, BatchAskStorage) else nullcontext()
+            with asking:
+                for _ in range(min(room, runner.capacity)):
+                    trial = study.ask()
+                    # only trials numbered below it count before it: a low number needs no read
+                    if (
+                        trial.number >= s["n_trials"]
+                        and budget_used(study, before_number=trial.number) >= s["n_trials"]
+                    ):
+                        # another worker took the last slot
+                        trial.set_user_attr("over_budget", True)
+                        study.tell(trial, state=TrialState.FAIL)
+                        break
+                    overrides = suggest(trial, space)
+                    config = apply(cfg, overrides)
+                    trial.set_user_attr("overrides", base + hydra_overrides(config, overrides))
+                    trial.set_user_attr("worker", WORKER)
+                    batch.append(
+                        TrialSpec(trial, config, _checkpoint(s, storage, trial, len(folds)))
+                    )
             if not batch:
                 break
             with Heartbeat(
