@@ -350,6 +350,71 @@ def test_a_live_workers_trial_outlasting_the_grace_period_is_not_failed_by_a_pee
         worker.wait()
 
 
+def test_ctrl_c_while_a_batch_is_asked_queues_its_trials_again(tmp_path, monkeypatch):
+    import droptune.study
+
+    overrides = tune_overrides(tmp_path, *FUSED, "study.fused.k=4", "study.n_trials=4")
+    asked = []
+
+    def interrupted_on_the_third(trial, space):
+        asked.append(trial.number)
+        if len(asked) == 3:
+            raise KeyboardInterrupt
+        return suggest(trial, space)
+
+    monkeypatch.setattr(droptune.study, "suggest", interrupted_on_the_third)
+    cfg = compose_config(*overrides, config_name="tune")
+    with pytest.raises(KeyboardInterrupt):
+        optimize(cfg, {"data": "digits"}, overrides)
+    trials = load(cfg).trials
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == asked
+    assert all(t.user_attrs.get("interrupted") for t in trials if t.state == TrialState.FAIL)
+    assert sum(t.state == TrialState.WAITING for t in trials) == 3
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+
+
+KILLED_WHILE_ASKING = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import droptune.study
+from conftest import compose_config
+asked, real_suggest = [], droptune.study.suggest
+def killed_on_the_third(trial, space):
+    asked.append(trial.number)
+    if len(asked) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_suggest(trial, space)
+droptune.study.suggest = killed_on_the_third
+overrides = sys.argv[2:]
+droptune.study.optimize(compose_config(*overrides, config_name="tune"), {}, overrides)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_it_asks_a_batch_has_its_trials_retried(tmp_path):
+    overrides = tune_overrides(
+        tmp_path, *FUSED, "study.fused.k=4", "study.n_trials=4", *SLOW_TRIALS[1:3]
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_ASKING, str(REPO / "tests"), *overrides],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    cfg = compose_config(*overrides, config_name="tune")
+    assert sum(t.state == TrialState.RUNNING for t in load(cfg).trials) == 3
+    time.sleep(4)  # past the grace period
+
+    resumed = subprocess.run(  # a worker that waited for them forever would time out
+        [sys.executable, str(REPO / "pipelines" / "tune.py"), *overrides],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = load(cfg).trials
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+    assert sum(t.state == TrialState.FAIL for t in trials) == 3
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+
+
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_at_once_and_queues_it_again(tmp_path):
     overrides = tune_overrides(tmp_path, *SLOW_TRIALS)

@@ -359,20 +359,27 @@ class Heartbeat:
     kept as a trial system attribute and `fail_stale` reads it back.
     """
 
-    def __init__(self, storage: BaseStorage, trial_ids: Sequence[int], interval: int) -> None:
-        self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
+    def __init__(self, storage: BaseStorage, interval: int) -> None:
+        self.storage, self.interval = storage, interval
+        self.trial_ids: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
+    def add(self, trial_id: int) -> None:
+        """Beat for this trial from now on (its first beat before this returns)."""
+        self._record(trial_id)
+        self.trial_ids.append(trial_id)
+
+    def _record(self, trial_id: int) -> None:
+        if isinstance(self.storage, JournalStorage):
+            self.storage.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT, time.time())
+        else:
+            self.storage.record_heartbeat(trial_id)
+
     def _beat(self) -> None:
-        while True:
-            for trial_id in self.trial_ids:
-                if isinstance(self.storage, JournalStorage):
-                    self.storage.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT, time.time())
-                else:
-                    self.storage.record_heartbeat(trial_id)
-            if self._stop.wait(self.interval):
-                return
+        while not self._stop.wait(self.interval):
+            for trial_id in list(self.trial_ids):
+                self._record(trial_id)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -569,39 +576,21 @@ def optimize(
                     waited = True
                 time.sleep(s["heartbeat_interval"])
                 continue
-            batch = []
-            asking = storage.batch() if isinstance(storage, BatchAskStorage) else nullcontext()
-            with asking:
-                for _ in range(min(room, runner.capacity)):
-                    trial = study.ask()
-                    # only trials numbered below it count before it: a low number needs no read
-                    if (
-                        trial.number >= s["n_trials"]
-                        and budget_used(study, before_number=trial.number) >= s["n_trials"]
-                    ):
-                        # another worker took the last slot
-                        trial.set_user_attr("over_budget", True)
-                        study.tell(trial, state=TrialState.FAIL)
-                        break
-                    overrides = suggest(trial, space)
-                    config = apply(cfg, overrides)
-                    trial.set_user_attr("overrides", base + hydra_overrides(config, overrides))
-                    trial.set_user_attr("worker", WORKER)
-                    batch.append(
-                        TrialSpec(trial, config, _checkpoint(s, storage, trial, len(folds)))
-                    )
+            asked: list[optuna.Trial] = []
+            batch: list[TrialSpec] = []
+            # a trial beats from its ask on, so that one whose worker dies at any point is retried
+            with Heartbeat(storage, s["heartbeat_interval"]) as heartbeat:
+                try:
+                    size = min(room, runner.capacity)
+                    batch = _ask_batch(study, heartbeat, asked, size, cfg, space, base, len(folds))
+                    outcomes = runner.run(batch) if batch else []
+                    for spec, outcome in zip(batch, outcomes, strict=True):
+                        _tell(study, spec, outcome)
+                except BaseException:
+                    _requeue_interrupted(study, asked, handler)
+                    raise
             if not batch:
                 break
-            with Heartbeat(
-                storage, [spec.trial._trial_id for spec in batch], s["heartbeat_interval"]
-            ):
-                try:
-                    outcomes = runner.run(batch)
-                except BaseException:
-                    _requeue_interrupted(study, batch, handler)
-                    raise
-            for spec, outcome in zip(batch, outcomes, strict=True):
-                _tell(study, spec, outcome)
             trials = study.get_trials(deepcopy=False)  # once per batch: each read reloads
             for spec in batch:  # every running trial from the storage
                 finished = trials[spec.trial.number]
@@ -623,6 +612,42 @@ def optimize(
     return summary
 
 
+def _ask_batch(
+    study: optuna.Study,
+    heartbeat: Heartbeat,
+    asked: list[optuna.Trial],
+    size: int,
+    cfg: Mapping[str, Any],
+    space: Sequence[Entry],
+    base: Sequence[str],
+    n_folds: int,
+) -> list[TrialSpec]:
+    """Up to `size` sampled trials, each beating from its ask on and appended to `asked` at once
+    (so an interrupt can queue it again). Stops at a trial that another worker's ask made over
+    the budget: that one is failed, not run."""
+    s, storage = cfg["study"], study._storage
+    batch = []
+    with storage.batch() if isinstance(storage, BatchAskStorage) else nullcontext():
+        for _ in range(size):
+            trial = study.ask()
+            asked.append(trial)
+            heartbeat.add(trial._trial_id)
+            # only trials numbered below it count before it: a low number needs no read
+            if (
+                trial.number >= s["n_trials"]
+                and budget_used(study, before_number=trial.number) >= s["n_trials"]
+            ):
+                trial.set_user_attr("over_budget", True)  # another worker took the last slot
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            overrides = suggest(trial, space)
+            config = apply(cfg, overrides)
+            trial.set_user_attr("overrides", [*base, *hydra_overrides(config, overrides)])
+            trial.set_user_attr("worker", WORKER)
+            batch.append(TrialSpec(trial, config, _checkpoint(s, storage, trial, n_folds)))
+    return batch
+
+
 def _checkpoint(
     s: Mapping[str, Any], storage: BaseStorage, trial: optuna.Trial, n_folds: int
 ) -> Path | None:
@@ -634,15 +659,15 @@ def _checkpoint(
 
 
 def _requeue_interrupted(
-    study: optuna.Study, batch: Sequence[TrialSpec], handler: StaleTrialHandler
+    study: optuna.Study, asked: Sequence[optuna.Trial], handler: StaleTrialHandler
 ) -> None:
-    """Ctrl-C / SIGTERM mid-trial: fail the running trials (not counted) and queue them again."""
-    for spec in batch:
-        frozen = study.get_trials(deepcopy=False)[spec.trial.number]
-        if frozen.state == TrialState.RUNNING:
-            spec.trial.set_user_attr("interrupted", True)
-            study.tell(spec.trial, state=TrialState.FAIL)
-            handler(study, study.get_trials(deepcopy=False)[spec.trial.number])
+    """Ctrl-C / SIGTERM while a batch is asked, run or told: fail its running trials (not
+    counted) and queue them again."""
+    for trial in asked:
+        if study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
+            trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=TrialState.FAIL)
+            handler(study, study.get_trials(deepcopy=False)[trial.number])
 
 
 def _log_progress(
