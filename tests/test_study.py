@@ -373,6 +373,37 @@ def test_ctrl_c_while_a_batch_is_asked_queues_its_trials_again(tmp_path, monkeyp
     assert not any(t.state == TrialState.RUNNING for t in trials)
 
 
+def test_a_fused_batch_interrupted_in_a_later_group_keeps_the_trials_that_finished(
+    tmp_path, monkeypatch
+):
+    import droptune.fused
+
+    overrides = tune_overrides(tmp_path, *FUSED, "study.fused.k=8", "study.n_trials=8")
+    groups, real_train_group = [], droptune.fused.train_group
+
+    def interrupted_in_the_second(arrays, train_index, val_index, members, *args, **kwargs):
+        groups.append(len(members))
+        if len(groups) == 2:
+            raise KeyboardInterrupt
+        return real_train_group(arrays, train_index, val_index, members, *args, **kwargs)
+
+    monkeypatch.setattr(droptune.fused, "train_group", interrupted_in_the_second)
+    cfg = compose_config(*overrides, config_name="tune")
+    with pytest.raises(KeyboardInterrupt):
+        optimize(cfg, {"data": "digits"}, overrides)
+    assert len(groups) == 2
+    trials = load(cfg).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    interrupted = [
+        t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("interrupted")
+    ]
+    assert len(finished) >= groups[0] and len(finished) + len(interrupted) == 8
+    assert sum(t.state == TrialState.WAITING for t in trials) == len(interrupted) >= groups[1]
+    client = MlflowClient(cfg["tracking"]["uri"])
+    for trial in finished:
+        assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "FINISHED"
+
+
 KILLED_WHILE_ASKING = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])

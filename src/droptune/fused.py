@@ -44,9 +44,9 @@ from droptune.runner import (
     SequentialRunner,
     TrialOutcome,
     TrialSpec,
-    describe_trial,
     diverged,
     raise_if_signalled,
+    tell,
 )
 
 log = logging.getLogger("droptune")
@@ -530,6 +530,7 @@ class FusedRunner:
             standard.tracking.finish_trial(
                 states[i].run_id, outcome.state.name, outcome.reason, {}, 0
             )
+            tell(specs[i].trial, specs[i].config, outcome)
 
         def report(epoch: int, metrics: list[dict[str, float]]) -> list[bool]:
             reported = []
@@ -571,8 +572,6 @@ class FusedRunner:
             if states[i].outcome is None:  # the survivors: complete
                 m = states[i].last
                 finish(i, TrialOutcome(TrialState.COMPLETE, m[metric], metrics=m))
-        for spec, state in zip(specs, states, strict=True):
-            describe_trial(spec.trial, spec.config, state.outcome)
         return [state.outcome for state in states]
 
 

@@ -477,9 +477,9 @@ class SequentialRunner:
             gc.collect()
         if spec.checkpoint is not None:
             shutil.rmtree(spec.checkpoint.parent, ignore_errors=True)
-        describe_trial(trial, config, outcome)
         summary = {k: v for k, v in outcome.metrics.items() if k not in curve_keys}
         self.tracking.finish_trial(run_id, outcome.state.name, outcome.reason, summary, epochs)
+        tell(trial, config, outcome)
         return outcome
 
     def _outcome(self, reporter: TrialReporter, metrics: dict[str, float]) -> TrialOutcome:
@@ -488,6 +488,18 @@ class SequentialRunner:
         if reporter.pruned:
             return TrialOutcome(TrialState.PRUNED, metrics=metrics)
         return TrialOutcome(TrialState.COMPLETE, metrics[self.metric], metrics=metrics)
+
+
+def tell(trial: optuna.Trial, config: Mapping[str, Any], outcome: TrialOutcome) -> None:
+    """The trial's end in the study the moment it ends (after its MLflow run's), not after its
+    batch: a worker killed later in the batch loses no trial that finished."""
+    describe_trial(trial, config, outcome)
+    if outcome.state == TrialState.COMPLETE:
+        trial.study.tell(trial, outcome.value)
+        return
+    if outcome.state == TrialState.FAIL:
+        trial.set_user_attr("fail_reason", outcome.reason)
+    trial.study.tell(trial, state=outcome.state)
 
 
 def describe_trial(trial: optuna.Trial, config: Mapping[str, Any], outcome: TrialOutcome) -> None:

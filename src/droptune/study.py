@@ -44,7 +44,6 @@ from droptune.models.stacked import STORAGE_DTYPES
 from droptune.runner import (
     SIGNALLED,
     SequentialRunner,
-    TrialOutcome,
     TrialSpec,
     load_data,
     splits,
@@ -478,17 +477,6 @@ def _finished_line(
     )
 
 
-def _tell(study: optuna.Study, spec: TrialSpec, outcome: TrialOutcome) -> None:
-    trial = spec.trial
-    if outcome.state == TrialState.COMPLETE:
-        study.tell(trial, outcome.value)
-    elif outcome.state == TrialState.PRUNED:
-        study.tell(trial, state=TrialState.PRUNED)
-    else:
-        trial.set_user_attr("fail_reason", outcome.reason)
-        study.tell(trial, state=TrialState.FAIL)
-
-
 def optimize(
     cfg: Mapping[str, Any],
     choices: Mapping[str, Any] | None = None,
@@ -583,9 +571,8 @@ def optimize(
                 try:
                     size = min(room, runner.capacity)
                     batch = _ask_batch(study, heartbeat, asked, size, cfg, space, base, len(folds))
-                    outcomes = runner.run(batch) if batch else []
-                    for spec, outcome in zip(batch, outcomes, strict=True):
-                        _tell(study, spec, outcome)
+                    if batch:
+                        runner.run(batch)  # it tells each trial's end as it happens
                 except BaseException:
                     _requeue_interrupted(study, asked, handler)
                     raise
