@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ from droptune.runner import (
 )
 
 log = logging.getLogger("droptune")
+# A group's StackedOptimizer steps itself (manual optimization): there is no torch optimizer to
+# hand Lightning, and its "this fit will run with no optimizer" would tell the user otherwise.
+warnings.filterwarnings("ignore", message="`LightningModule.configure_optimizers` returned `None`")
 
 # members' curves reach MLflow at least this often and when their trial ends: one write per run
 # for several epochs (a write of one epoch cost 4.4 ms, of 15 epochs 0.75 ms per epoch, SQLite)

@@ -34,6 +34,9 @@ log = logging.getLogger("droptune")
 # Lightning's per-fit banners (accelerator, tips) would repeat for every fold and trial.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 vs torch 2.14 pytree
+# Each worker is one process with one device, started by sbatch or submitit: Lightning's hint to
+# launch through srun is for its own multi-process jobs and would only mislead here.
+warnings.filterwarnings("ignore", message="The `srun` command is available")
 EpochSink = Callable[[dict[str, float], int], None]
 SIGNALLED: list[int] = []  # signals that asked this worker to stop (study.exit_on_signals)
 
