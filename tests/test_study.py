@@ -236,7 +236,7 @@ def ask_two_batches(tmp_path, name, batched):
     return study, loaded[0]
 
 
-def test_a_batch_of_asks_samples_as_single_asks_do_and_reads_each_running_trial_once(tmp_path):
+def test_a_batch_of_asks_samples_as_single_asks_do_from_a_quarter_of_the_loads(tmp_path):
     single, loaded_single = ask_two_batches(tmp_path, "single", batched=False)
     batched, loaded_batched = ask_two_batches(tmp_path, "batched", batched=True)
     assert [t.params for t in batched.trials] == [t.params for t in single.trials]
