@@ -650,11 +650,12 @@ def _requeue_interrupted(
 ) -> None:
     """Ctrl-C / SIGTERM while a batch is asked, run or told: fail its running trials (not
     counted) and queue them again."""
+    storage = study._storage  # one trial a read: a study read reloads every running trial
     for trial in asked:
-        if study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
+        if storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
             trial.set_user_attr("interrupted", True)
             study.tell(trial, state=TrialState.FAIL)
-            handler(study, study.get_trials(deepcopy=False)[trial.number])
+            handler(study, storage.get_trial(trial._trial_id))
 
 
 def _log_progress(
