@@ -10,7 +10,9 @@ MLFLOW_URI ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
 ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
 
 .DEFAULT_GOAL := help
-.PHONY: help install servers lint format test test-fast train tune worker mlflow-server bench ui clean
+# ARGS reach Hydra as typed: no brace or glob expansion (model.dropout.sites={encoder.*:0.1,head.*:0.5})
+train sites tune worker bench: .SHELLFLAGS := +B -f -c
+.PHONY: help install servers lint format test test-fast train sites tune worker mlflow-server bench ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +43,9 @@ test-fast: ## the suite without the tests marked slow
 
 train: ## train one config: make train ARGS="data=fashion_mnist model.dropout.hidden=0.5"
 	$(PY) pipelines/train.py $(ARGS)
+
+sites: ## list a model's dropout sites, no training: make sites ARGS="model=custom model._target_=mypkg.Net"
+	$(PY) pipelines/sites.py hydra.output_subdir=null hydra.run.dir=. hydra/job_logging=stdout $(ARGS)
 
 tune: ## start or resume a study: make tune ARGS="data=mnist study.n_trials=200"
 	$(PY) pipelines/tune.py $(ARGS)

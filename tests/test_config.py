@@ -12,7 +12,13 @@ from droptune.errors import ConfigError
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 OPTIMS = sorted(p.stem for p in (CONF / "optim").glob("*.yaml"))
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "digits": (1, 8, 8)}
+IMAGE_SHAPES = {
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "digits": (1, 8, 8),
+    "image_folder": (3, 16, 16),
+    "custom": (1, 8, 8),
+}
 
 
 def test_experiments_exist():
@@ -32,7 +38,11 @@ def test_experiment_presets_compose_validate_and_build(make_cfg, experiment):
 @pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_data_and_model_groups_compose(make_cfg, data, model):
-    extra = ["data.path=x.csv", "data.target=y"] if data == "csv" else []
+    extra = {
+        "csv": ["data.path=x.csv", "data.target=y"],
+        "custom": ["data._target_=examples.mynets.data.DigitsData"],
+        "image_folder": ["data.root=leaves"],
+    }.get(data, [])
     cfg = make_cfg(f"data={data}", f"model={model}", *extra)
     if model == "cnn" and data not in IMAGE_SHAPES:
         with pytest.raises(ConfigError, match="model='cnn'.*image dataset"):

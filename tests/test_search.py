@@ -6,12 +6,16 @@ import optuna
 import pytest
 from conftest import CONF, compose_config
 
-from droptune.config import build_model, validate
+from droptune.config import build_model, model_sites, validate
 from droptune.errors import ConfigError
-from droptune.search import apply, hydra_overrides, parse_space, suggest
+from droptune.search import apply, hydra_overrides, parse_space, suggest, with_sites
 
-SPACES = sorted(p.stem for p in (CONF / "search").glob("*.yaml"))
+# for_<model>.yaml: the default space of each model group, by name (tune.yaml's search: for_${model})
+DEFAULTS = {p.stem.removeprefix("for_"): p for p in (CONF / "search").glob("for_*.yaml")}
+SPACES = sorted(p.stem for p in (CONF / "search").glob("*.yaml") if not p.stem.startswith("for_"))
+CUSTOM = ["model=custom", "model._target_=examples.mynets.nets.SmallConvNet"]
 SETUPS = {
+    "sites": ["data=digits", *CUSTOM],
     "mlp_dropout": ["data=digits"],
     "srivastava": ["data=digits"],
     "mlp_adam_fast": ["data=digits", "optim=adam", "model.depth=2", "model.widths=[512,512]"],
@@ -24,8 +28,9 @@ def tune_cfg(tmp_path, *overrides):
     return compose_config(f"paths.root_dir={tmp_path}", *overrides, config_name="tune")
 
 
-def sample(cfg, n, seed=0):
-    space = parse_space(cfg["search"]["space"], cfg)
+def sample(cfg, n, seed=0, shape=(1, 8, 8)):
+    sites = [site.path for site in model_sites(cfg["model"], shape, 10).sites]
+    space = parse_space(with_sites(cfg["search"], sites), cfg)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     for _ in range(n):
         trial = study.ask()
@@ -38,14 +43,33 @@ def test_every_space_has_a_setup():
     assert set(SPACES) == set(SETUPS)
 
 
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+def test_each_model_group_has_a_default_space_that_fits_it(tmp_path, model):
+    target = [
+        f"model._target_=examples.mynets.{'lit.LitConvNet' if model == 'lightning' else 'nets.SmallConvNet'}"
+    ]
+    cfg = tune_cfg(
+        tmp_path,
+        "data=digits",
+        f"model={model}",
+        *(target if model in ("custom", "lightning") else []),
+    )
+    expected = {"mlp": "mlp_dropout", "cnn": "cnn_dropout"}.get(model, "sites")
+    assert model in DEFAULTS and cfg["search"]["name"] == expected
+    params = [p for p, _, _ in sample(cfg, 3)]
+    assert all(params)
+
+
 @pytest.mark.parametrize("name", SPACES)
 def test_shipped_spaces_sample_configs_that_validate_and_build(tmp_path, name):
     cfg = tune_cfg(tmp_path, f"search={name}", *SETUPS[name])
     shape = (60,) if "sonar" in name else (1, 8, 8)
-    for params, overrides, config in sample(cfg, 25):
+    sites = [site.path for site in model_sites(cfg["model"], shape, 10).sites]
+    paths = {e["path"] for e in with_sites(cfg["search"], sites).values() if "path" in e}
+    for params, overrides, config in sample(cfg, 25, shape=shape):
         validate(config)
         build_model(config["model"], shape, 10)
-        assert set(overrides) <= {e["path"] for e in cfg["search"]["space"].values() if "path" in e}
+        assert set(overrides) <= paths
         assert params  # something was sampled
 
 

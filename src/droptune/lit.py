@@ -9,6 +9,7 @@ test/acc.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
@@ -48,11 +49,19 @@ class Optim:
 
 
 class DropoutClassifier(L.LightningModule):
-    """Wraps any classifier nn.Module that may have an `apply_max_norm()` constraint hook."""
+    """Wraps any classifier nn.Module; `constraint` (max-norm) runs after every optimizer step,
+    by default the model's own `apply_max_norm()` where it has one."""
 
-    def __init__(self, model: nn.Module, n_classes: int, optim: Optim = Optim()) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        n_classes: int,
+        optim: Optim = Optim(),
+        constraint: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
         self.model, self.optim = model, optim
+        self.constraint = constraint or getattr(model, "apply_max_norm", None)
         # validate_args=False: the check of label values reads them on the host, a device sync
         # per step; the labels come from our own data module
         self.train_acc, self.val_acc, self.train_eval_acc, self.test_acc = (
@@ -89,8 +98,8 @@ class DropoutClassifier(L.LightningModule):
     def optimizer_step(self, *args, **kwargs) -> None:
         # Project weights back into the max-norm ball right after each step, before any hook sees them.
         super().optimizer_step(*args, **kwargs)
-        if hasattr(self.model, "apply_max_norm"):
-            self.model.apply_max_norm()
+        if self.constraint is not None:
+            self.constraint()
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if dataloader_idx == 0:
@@ -121,19 +130,22 @@ class DropoutClassifier(L.LightningModule):
             for metric in epoch_metrics:
                 metric.reset()
             return
-        train_acc, val_acc, train_eval_acc = (m.compute().item() for m in epoch_metrics)
+        # a user's DataModule gives no training probe (a second validation loader): no gap then
+        probed = self.train_eval_acc.update_called
+        train_acc, val_acc = self.train_acc.compute().item(), self.val_acc.compute().item()
+        train_eval_acc = self.train_eval_acc.compute().item() if probed else None
         for metric in epoch_metrics:
             metric.reset()
         self.best_val_acc = max(self.best_val_acc, val_acc)
         metrics = {
             "train/loss": self._mean_loss("train"),
             "train/acc": train_acc,
-            "train/acc_eval": train_eval_acc,
             "val/loss": self._mean_loss("val"),
             "val/acc": val_acc,
             "val/acc_best": self.best_val_acc,
-            "gap/acc": train_eval_acc - val_acc,
         }
+        if probed:
+            metrics |= {"train/acc_eval": train_eval_acc, "gap/acc": train_eval_acc - val_acc}
         self.history.append(metrics)
         self.log_dict(metrics)
 

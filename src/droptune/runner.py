@@ -26,8 +26,19 @@ import torch
 from optuna.trial import TrialState
 
 from droptune import data as ds
-from droptune.config import build_model, build_optim, validate
+from droptune import targets
+from droptune.config import (
+    build_model,
+    build_optim,
+    model_constraint,
+    model_sites,
+    validate,
+)
+from droptune.data.folders import FolderSpec, load_image_folder
+from droptune.data.streamed import Streamed
+from droptune.errors import ConfigError
 from droptune.lit import DropoutClassifier
+from droptune.logged import ConstraintAfterStep, LoggedMetrics, history_source
 from droptune.tracking import StudyTracking, Tracker, end_status, git_commit
 
 log = logging.getLogger("droptune")
@@ -58,15 +69,23 @@ class EpochPublisher(L.Callback):
         raise_if_signalled()
         self._started = time.perf_counter()
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: DropoutClassifier) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = dict(
-            pl_module.history[-1], **{"time/epoch_s": time.perf_counter() - self._started}
+            history_source(trainer, pl_module).history[-1],
+            **{"time/epoch_s": time.perf_counter() - self._started},
         )
         for sink in self.sinks:
             sink(metrics, trainer.current_epoch)
 
 
+CONTRACT = ("train/loss", "train/acc", "train/acc_eval", "val/acc", "val/acc_best", "gap/acc")
+
+
 def log_epoch(metrics: dict[str, float], epoch: int) -> None:
+    if not all(key in metrics for key in CONTRACT):  # a user's module: what it logged
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k != "time/epoch_s")
+        log.info("epoch %3d  %s  %.2fs", epoch, shown, metrics["time/epoch_s"])
+        return
     log.info(
         "epoch %3d  train/loss %.4f  train/acc %.4f (eval %.4f)  val/acc %.4f  best %.4f  gap %+.4f  %.2fs",
         epoch,
@@ -96,8 +115,9 @@ class EpochCheckpoint(L.Callback):
 
 @dataclass
 class FitResult:
-    module: DropoutClassifier
+    module: L.LightningModule
     history: list[dict[str, float]]
+    resumed_from_epoch: int = 0
     test: dict[str, float] = field(default_factory=dict)
     epoch_seconds: list[float] = field(default_factory=list)
     device: str = "cpu"
@@ -107,8 +127,22 @@ class FitResult:
         return {**self.history[-1], **self.test}
 
 
-def load_data(cfg: Mapping[str, Any]) -> ds.Arrays:
+Data = ds.Arrays | Streamed
+
+
+def load_data(cfg: Mapping[str, Any]) -> Data:
+    """Resident arrays (a dataset, a CSV, an image folder that fits) or a streamed source."""
     d = cfg["data"]
+    if d["name"] == "custom":
+        return targets.user_data(d)
+    if d["name"] == "image_folder":
+        keys = ("root", "image_size", "mode", "max_resident_bytes", "num_workers")
+        spec = FolderSpec(**{k: d[k] for k in keys if k in d})
+        loaded = load_image_folder(spec, d.get("test_fraction", 0.0), cfg["seed"])
+        if isinstance(loaded, Streamed):
+            log.info("%s does not fit in data.max_resident_bytes: streamed from disk", spec.root)
+            return loaded
+        return ds.holdout_test(loaded, d.get("test_fraction", 0.0), cfg["seed"])
     arrays = ds.load(
         d["name"],
         cfg["paths"]["data_dir"],
@@ -120,12 +154,15 @@ def load_data(cfg: Mapping[str, Any]) -> ds.Arrays:
     return ds.holdout_test(arrays, d.get("test_fraction", 0.0), cfg["seed"])
 
 
-def splits(cfg: Mapping[str, Any], arrays: ds.Arrays) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One train/val split, or data.cv_folds stratified folds of the training set."""
+def splits(cfg: Mapping[str, Any], arrays: Data) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One train/val split, or data.cv_folds stratified folds of the training set (a user's
+    DataModule splits its own data: one fold of no indices)."""
     d = cfg["data"]
+    if arrays.y_train is None:
+        return [(None, None)]
     if d.get("cv_folds"):
-        return ds.kfold_indices(arrays.y_train, d["cv_folds"], cfg["seed"])
-    return [ds.train_val_indices(arrays.y_train, d["val_fraction"], cfg["seed"])]
+        return ds.kfold_indices(arrays.y_train, d["cv_folds"], cfg["seed"], arrays.classes)
+    return [ds.train_val_indices(arrays.y_train, d["val_fraction"], cfg["seed"], arrays.classes)]
 
 
 def fit(
@@ -145,17 +182,8 @@ def fit(
     resumes from it (a retried trial).
     """
     L.seed_everything(cfg["seed"], verbose=False)
-    model = build_model(cfg["model"], arrays.input_shape, len(arrays.classes))
-    module = DropoutClassifier(model, len(arrays.classes), build_optim(cfg["optim"]))
-    datamodule = ds.TensorDataModule(
-        arrays,
-        train_index,
-        val_index,
-        cfg["data"]["batch_size"],
-        standardize=cfg["data"].get("standardize", True),
-        seed=cfg["seed"],
-        cache=data_cache,
-    )
+    module, own_callbacks = build_module(cfg, arrays)
+    datamodule = build_datamodule(cfg, arrays, train_index, val_index, data_cache)
     timer = EpochPublisher(sinks)
     epoch_seconds: list[float] = []
     timer.sinks.append(lambda metrics, epoch: epoch_seconds.append(metrics["time/epoch_s"]))
@@ -165,18 +193,66 @@ def fit(
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=1,
-        callbacks=[timer, *callbacks, *([EpochCheckpoint(checkpoint)] if checkpoint else [])],
+        callbacks=[
+            *own_callbacks,  # first: the others read the epoch history they keep
+            timer,
+            *callbacks,
+            *([EpochCheckpoint(checkpoint)] if checkpoint else []),
+        ],
     )
     resume = checkpoint if checkpoint is not None and checkpoint.exists() else None
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
     device = str(trainer.strategy.root_device)
-    result = FitResult(module, list(module.history), epoch_seconds=epoch_seconds, device=device)
+    source = history_source(trainer, module)
+    result = FitResult(
+        module,
+        list(source.history),
+        source.resumed_from_epoch,
+        epoch_seconds=epoch_seconds,
+        device=device,
+    )
     if evaluate_test:
         trainer.test(module, datamodule=datamodule, verbose=False)
         result.test = {
             k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
         }
     return result
+
+
+def build_module(
+    cfg: Mapping[str, Any], arrays: Data
+) -> tuple[L.LightningModule, list[L.Callback]]:
+    """The fit's LightningModule and the callbacks it needs: droptune's classifier around the
+    model, or (model=lightning) the user's own module, read through LoggedMetrics."""
+    n_classes = len(arrays.classes)
+    net = build_model(cfg["model"], arrays.input_shape, n_classes, lr=cfg["optim"]["lr"])
+    constraint = model_constraint(cfg["model"], net)
+    if cfg["model"]["family"] != "lightning":
+        return DropoutClassifier(net, n_classes, build_optim(cfg["optim"]), constraint), []
+    return net, [LoggedMetrics(), *([ConstraintAfterStep(constraint)] if constraint else [])]
+
+
+def build_datamodule(
+    cfg: Mapping[str, Any],
+    arrays: Data,
+    train_index: np.ndarray | None,
+    val_index: np.ndarray | None,
+    data_cache: dict | None,
+) -> L.LightningDataModule:
+    d = cfg["data"]
+    if isinstance(arrays, Streamed):
+        return arrays.datamodule(train_index, val_index, d["batch_size"], cfg["seed"])
+    return ds.TensorDataModule(
+        arrays,
+        train_index,
+        val_index,
+        d["batch_size"],
+        standardize=d.get("standardize", True),
+        seed=cfg["seed"],
+        cache=data_cache,
+        # a user's LightningModule validates one loader; droptune's own also takes the probe
+        train_probe=cfg["model"]["family"] != "lightning",
+    )
 
 
 def cv_summary(results: Sequence[FitResult]) -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -255,6 +331,13 @@ def fit_folds(
     return Fitted(metrics, results, curves)
 
 
+def site_params(cfg: Mapping[str, Any], arrays: Data) -> dict[str, str]:
+    """The rate and class every dropout site trains with (`site.<path>`: "0.3 Dropout"): what
+    the MLflow UI shows of a run's real dropout."""
+    found = model_sites(cfg["model"], arrays.input_shape, len(arrays.classes)).sites
+    return {f"site.{site.path}": f"{site.rate:g} {site.kind}" for site in found}
+
+
 def run_name(cfg: Mapping[str, Any]) -> str:
     return cfg["tracking"].get("run_name") or (
         f"{cfg['data']['name']}-{cfg['model']['family']}-seed{cfg['seed']}"
@@ -266,6 +349,7 @@ def train(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> d
     validate(cfg)
     arrays = load_data(cfg)
     folds = splits(cfg, arrays)
+    sites = site_params(cfg, arrays)  # a glob that matches no site stops here, before any run
     tracking = cfg["tracking"]
     tracker = Tracker(tracking["uri"], tracking["experiment"], tracking.get("artifact_root"))
     tags = {
@@ -278,7 +362,7 @@ def train(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> d
     run_id = tracker.start_run(run_name(cfg), tags)
     error: BaseException | None = None
     try:
-        tracker.log_config(run_id, cfg)
+        tracker.log_config(run_id, cfg, sites)
         fitted = fit_folds(
             cfg,
             arrays,
@@ -340,7 +424,8 @@ class TrialOutcome:
 
 def diverged(metrics: Mapping[str, float], epoch: int) -> str | None:
     """Why an epoch's losses end a trial (NaN or infinite), or None."""
-    bad = next((k for k in ("train/loss", "val/loss") if not math.isfinite(metrics[k])), None)
+    losses = [k for k in metrics if k.endswith("loss")]  # a user's module names its own
+    bad = next((k for k in losses if not math.isfinite(metrics[k])), None)
     return None if bad is None else f"{bad} is {metrics[bad]} at epoch {epoch}"
 
 
@@ -352,6 +437,7 @@ class TrialReporter(L.Callback):
         self.trial, self.metric = trial, metric
         self.pruned = False
         self.failure: str | None = None
+        self.unlogged_metric: ConfigError | None = None  # the study cannot go on: stop it
 
     def report(self, value: float, step: int) -> bool:
         """Report one step's value; True when the pruner says stop."""
@@ -360,14 +446,32 @@ class TrialReporter(L.Callback):
         return self.pruned
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: DropoutClassifier) -> None:
-        metrics = pl_module.history[-1]
-        self.failure = diverged(metrics, trainer.current_epoch)
+        metrics = history_source(trainer, pl_module).history[-1]
+        self.failure = diverged(metrics, trainer.current_epoch) or self.check_logged(
+            metrics, pl_module
+        )
         if (
             self.failure
             or self.metric in metrics
             and self.report(metrics[self.metric], trainer.current_epoch)
         ):
             trainer.should_stop = True
+
+    def check_logged(self, metrics: Mapping[str, float], module: L.LightningModule) -> str | None:
+        """A module that does not log the study's metric fails its trial, and the study stops
+        (every trial would fail alike), with one line saying what it logged instead."""
+        if self.metric in metrics or self.metric in CV_FOLD_METRIC:
+            return None
+        logs = (
+            "val/acc (its best is val/acc_best)" if self.metric == "val/acc_best" else self.metric
+        )
+        self.unlogged_metric = ConfigError(
+            "study.metric",
+            self.metric,
+            f"a metric {type(module).__name__} logs: it logged {sorted(metrics) or 'nothing'}, "
+            f"not {logs} (self.log in its validation_step, or study.metric=<one of those>)",
+        )
+        return str(self.unlogged_metric)
 
     def after_fold(self, index: int, results: list[FitResult]) -> bool:
         if self.failure:
@@ -438,7 +542,13 @@ class SequentialRunner:
     def open_run(self, spec: TrialSpec) -> str:
         """The trial's MLflow child run; its id is kept on the trial."""
         trial = spec.trial
-        run_id = self.tracking.start_trial(trial.number, trial.params, spec.config, self.study_name)
+        try:
+            sites = site_params(spec.config, self.arrays)
+        except Exception:  # a config this trial cannot build: the fit fails it, saying why
+            sites = {}
+        run_id = self.tracking.start_trial(
+            trial.number, trial.params, spec.config, self.study_name, sites
+        )
         trial.set_user_attr("mlflow_run_id", run_id)
         return run_id
 
@@ -456,11 +566,11 @@ class SequentialRunner:
                 sinks=[lambda m, e: self.tracking.tracker.log_metrics(run_id, m, e)],
                 callbacks=[reporter],
                 after_fold=reporter.after_fold if len(self.folds) > 1 else None,
-                evaluate_test=bool(config.get("evaluate_test")) and self.arrays.x_test is not None,
+                evaluate_test=bool(config.get("evaluate_test")) and self.arrays.has_test,
                 checkpoint=spec.checkpoint,
                 data_cache=self.data_cache,
             )
-            resumed = fitted.folds[0].module.resumed_from_epoch
+            resumed = fitted.folds[0].resumed_from_epoch
             if resumed:  # the retried trial's first epochs: its run's curves start at epoch 0
                 trial.set_user_attr("resumed_from_epoch", resumed)
                 for epoch, metrics in enumerate(fitted.folds[0].history[:resumed]):
@@ -483,6 +593,8 @@ class SequentialRunner:
         summary = {k: v for k, v in outcome.metrics.items() if k not in curve_keys}
         self.tracking.finish_trial(run_id, outcome.state.name, outcome.reason, summary, epochs)
         tell(trial, config, outcome)
+        if reporter.unlogged_metric is not None:
+            raise reporter.unlogged_metric
         return outcome
 
     def _outcome(self, reporter: TrialReporter, metrics: dict[str, float]) -> TrialOutcome:

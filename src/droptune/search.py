@@ -11,12 +11,17 @@ A space maps entry names to distributions over dotted config paths:
 
 `when` holds conditions on earlier entries (a value, a list of values, or {gt|ge|lt|le|ne|in: x});
 an entry whose condition fails is not sampled and its path gets `otherwise` when one is given.
-A path segment that is a number indexes a list (built as needed).
+A path segment that is a number indexes a list (built as needed). Under `model.dropout.sites` the
+rest of a path is one key, a glob over module paths (`model.dropout.sites.encoder.*`).
+
+`search.sites` (conf/search/sites.yaml) adds one rate entry per dropout site of the model, or per
+glob it lists, in front of the space (`with_sites`).
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import math
 import operator
 from collections.abc import Mapping, Sequence
@@ -40,6 +45,48 @@ OPERATORS = {
 # The data and its splits are loaded once per study, so only these data keys may vary per trial.
 SEARCHABLE_ROOTS = ("model.", "optim.", "trainer.max_epochs", "data.batch_size", "data.standardize")
 _UNSET = object()
+SITES_PATH = "model.dropout.sites"
+DEFAULT_SITE_RATE = {"low": 0.0, "high": 0.7}
+
+
+def _is_site(path: str) -> bool:
+    return path.startswith(SITES_PATH + ".")
+
+
+def _segments(path: str) -> list[str]:
+    """A path's keys; a site glob after model.dropout.sites is one key, dots and all."""
+    if _is_site(path):
+        return [*SITES_PATH.split("."), path[len(SITES_PATH) + 1 :]]
+    return path.split(".")
+
+
+def with_sites(search: Mapping[str, Any], site_paths: Sequence[str]) -> dict[str, Any]:
+    """`search.space` with a rate entry per site (`search.sites: all`) or per glob (a list) in
+    front; the space alone when `search.sites` is not set."""
+    mode = search.get("sites")
+    space = dict(search.get("space") or {})
+    if mode is None:
+        return space
+    if mode == "all":
+        globs = list(site_paths)
+        if not globs:
+            raise ConfigError("search.sites", mode, "a model with dropout sites: it has none")
+    else:
+        ok = isinstance(mode, Sequence) and not isinstance(mode, str) and len(mode) > 0
+        if not ok or not all(isinstance(g, str) for g in mode):
+            raise ConfigError("search.sites", mode, "all, or a non-empty list of module-path globs")
+        globs = list(mode)
+        for glob in globs:
+            if not fnmatch.filter(site_paths, glob):
+                raise ConfigError(
+                    "search.sites", glob, f"a glob matching one of the sites {list(site_paths)}"
+                )
+    bounds = {**DEFAULT_SITE_RATE, **(search.get("site_rate") or {})}
+    entries = {
+        f"rate/{glob}": {"path": f"{SITES_PATH}.{glob}", "type": "float", **bounds}
+        for glob in globs
+    }
+    return {**entries, **space}
 
 
 @dataclass(frozen=True)
@@ -70,6 +117,8 @@ class Entry:
 
 
 def _path_exists(config: Mapping[str, Any], path: str) -> bool:
+    if _is_site(path):  # a glob: new keys are welcome
+        return _path_exists(config, SITES_PATH)
     node: Any = config
     for segment in path.split("."):
         if segment.isdigit():  # a list element, or a scalar / null that becomes a list
@@ -203,17 +252,19 @@ def suggest(trial: optuna.Trial, space: Sequence[Entry]) -> dict[str, Any]:
 
 def _list_root(path: str) -> str:
     """model.widths.1 -> model.widths; a path without an index is its own root."""
-    segments = path.split(".")
+    if _is_site(path):  # a glob is a key, even one that is a number ("3" of a Sequential)
+        return path
+    segments = _segments(path)
     cut = next((i for i, s in enumerate(segments) if s.isdigit()), len(segments))
     return ".".join(segments[:cut])
 
 
 def _set(config: dict[str, Any], path: str, value: Any) -> None:
-    *parents, last = path.split(".")
+    *parents, last = _segments(path)
     node: Any = config
     for segment in parents:
         node = node[int(segment)] if segment.isdigit() else node[segment]
-    if last.isdigit():
+    if last.isdigit() and not _is_site(path):
         node.extend([None] * (int(last) + 1 - len(node)))
         node[int(last)] = value
     else:
@@ -226,6 +277,8 @@ def apply(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
     result = copy.deepcopy(dict(config))
     for root in {_list_root(p) for p in overrides if _list_root(p) != p}:
         _set(result, root, [])
+    if any(_is_site(p) for p in overrides) and _get(result, SITES_PATH) is None:
+        _set(result, SITES_PATH, {})
     for path, value in overrides.items():
         _set(result, path, value)
     return result
@@ -233,9 +286,14 @@ def apply(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
 
 def _get(config: Mapping[str, Any], path: str) -> Any:
     node: Any = config
-    for segment in path.split("."):
-        node = node[int(segment)] if segment.isdigit() else node[segment]
+    for segment in _segments(path):
+        node = node[int(segment)] if segment.isdigit() and isinstance(node, list) else node[segment]
     return node
+
+
+def _override_root(path: str) -> str:
+    """The key a command-line override sets: a list whole, the site rates as one mapping."""
+    return SITES_PATH if _is_site(path) else _list_root(path)
 
 
 def hydra_value(value: Any) -> str:
@@ -245,10 +303,12 @@ def hydra_value(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, list | tuple):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
     return repr(value) if isinstance(value, float) else str(value)
 
 
 def hydra_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
     """Command-line overrides that reproduce `overrides` (as applied in config) on the same base."""
-    roots = list(dict.fromkeys(_list_root(path) for path in overrides))
+    roots = list(dict.fromkeys(_override_root(path) for path in overrides))
     return [f"{root}={hydra_value(_get(config, root))}" for root in roots]

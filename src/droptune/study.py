@@ -36,7 +36,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from droptune import plots
-from droptune.config import validate
+from droptune.config import USER_FAMILIES, model_sites, validate
 from droptune.data import Arrays
 from droptune.errors import ConfigError
 from droptune.fused import FusedRunner
@@ -48,7 +48,7 @@ from droptune.runner import (
     load_data,
     splits,
 )
-from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest
+from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest, with_sites
 from droptune.stores import BatchAskStorage, sqlite_write_ahead_log
 from droptune.tracking import StudyTracking, Tracker, mask_url
 
@@ -94,11 +94,13 @@ def validate_study(cfg: Mapping[str, Any]) -> None:
     metric = study_metric(cfg)
     cv = bool(cfg["data"].get("cv_folds"))
     allowed = [m for m in METRICS if m.startswith("cv/") == cv]
-    if metric not in allowed:
+    # a user's LightningModule may log any metric of its own to optimise
+    own_metric = cfg["model"]["family"] == "lightning" and not cv and metric not in METRICS
+    if metric not in allowed and not own_metric:
         raise ConfigError("study.metric", metric, f"one of {', '.join(allowed)}")
     if s.get("direction") not in ("maximize", "minimize"):
         raise ConfigError("study.direction", s.get("direction"), "maximize or minimize")
-    if s["direction"] != METRICS[metric]:
+    if not own_metric and s["direction"] != METRICS[metric]:
         raise ConfigError("study.direction", s["direction"], f"{METRICS[metric]} for {metric}")
     if s.get("runner", "standard") not in ("standard", "fused"):
         raise ConfigError("study.runner", s.get("runner"), "standard or fused")
@@ -246,10 +248,13 @@ def fingerprint(cfg: Mapping[str, Any], raw_space: Mapping[str, Any]) -> dict[st
         "target",
         "features",
     )
+    user_model = cfg["model"]["family"] in USER_FAMILIES
     return {
         "search.space": json.loads(json.dumps(raw_space, sort_keys=True, default=str)),
         "data": {k: cfg["data"].get(k) for k in data_keys},
         "model.family": cfg["model"]["family"],
+        # a user's model is named by its target (droptune's own by family, as studies began)
+        **({"model._target_": cfg["model"]["_target_"]} if user_model else {}),
         "study.metric": study_metric(cfg),
         "study.direction": cfg["study"]["direction"],
         "seed": cfg["seed"],
@@ -271,6 +276,7 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 def open_study(
     cfg: Mapping[str, Any],
+    raw_space: Mapping[str, Any],
     storage: BaseStorage,
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
@@ -281,7 +287,7 @@ def open_study(
     many workers starting together exactly one creates it: that one also creates the MLflow parent.
     """
     s = cfg["study"]
-    parts = fingerprint(cfg, cfg["search"]["space"])
+    parts = fingerprint(cfg, raw_space)
     try:
         study = optuna.create_study(
             study_name=s["name"],
@@ -317,6 +323,11 @@ def open_study(
         study.set_user_attr("fingerprint_parts", parts)
         study.set_user_attr("fingerprint", _digest(parts))
     return study, created
+
+
+def fused_fits(cfg: Mapping[str, Any], arrays: Any) -> bool:
+    """The fused runner stacks droptune's MLP over resident tensors; nothing else."""
+    return cfg["model"]["family"] == "mlp" and isinstance(arrays, Arrays)
 
 
 def parent_run_id(study: optuna.Study, created: bool, wait_s: float = 60.0) -> str | None:
@@ -489,10 +500,12 @@ def optimize(
     """
     validate(cfg)
     validate_study(cfg)
-    space = parse_space(cfg["search"]["space"], cfg)
     s, metric = cfg["study"], study_metric(cfg)
     arrays = arrays if arrays is not None else load_data(cfg)
     folds = splits(cfg, arrays)
+    found = model_sites(cfg["model"], arrays.input_shape, len(arrays.classes)).sites
+    raw_space = with_sites(cfg["search"], [site.path for site in found])
+    space = parse_space(raw_space, cfg)
     t = cfg["tracking"]
     tracking = StudyTracking(Tracker(t["uri"], t["experiment"], t.get("artifact_root")))
     handler = StaleTrialHandler(
@@ -504,7 +517,7 @@ def optimize(
     storage = make_storage(s, handler)
     sampler = make_sampler(s, space, cfg["seed"] + _existing_trials(storage, s["name"]))
     pruner = make_pruner(s, len(folds) if len(folds) > 1 else cfg["trainer"]["max_epochs"])
-    study, created = open_study(cfg, storage, sampler, pruner)
+    study, created = open_study(cfg, raw_space, storage, sampler, pruner)
     parent = tracking.open_parent(
         s["name"],
         parent_run_id(study, created),
@@ -523,10 +536,17 @@ def optimize(
     )
     study.set_user_attr("mlflow_parent_run_id", parent)
     tracking.tracker.client.log_text(
-        parent, json.dumps(cfg["search"]["space"], indent=2, default=str), "search_space.json"
+        parent, json.dumps(raw_space, indent=2, default=str), "search_space.json"
     )
     runner = SequentialRunner(arrays, folds, metric, tracking, s["name"])
-    if s.get("runner", "standard") == "fused":
+    if s.get("runner", "standard") == "fused" and not fused_fits(cfg, arrays):
+        log.info(
+            "study.runner=fused trains droptune's MLP on resident data only: "
+            "model=%s on data=%s runs on the standard runner",
+            cfg["model"]["family"],
+            cfg["data"]["name"],
+        )
+    elif s.get("runner", "standard") == "fused":
         fused = s["fused"]
         runner = FusedRunner(
             fused["k"], runner, fused.get("compile", "auto"), fused.get("precision", "fp32"),

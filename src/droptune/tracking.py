@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import random
+import re
 import subprocess
 import sys
 import time
@@ -40,6 +41,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def param_key(name: str) -> str:
+    """A name MLflow takes as a key: site globs (`model.dropout.sites.enc*`) have characters it
+    refuses, shown as `_` (the config.yaml artifact keeps them)."""
+    return re.sub(r"[^\w./\- ]", "_", name)
 
 
 def mask_url(url: str) -> str:
@@ -130,7 +137,7 @@ class Tracker:
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Params in as few writes as MLflow's limit allows (a write costs far more than a row)."""
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(param_key(k), str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), PARAM_BATCH):
             self.client.log_batch(run_id, params=items[start : start + PARAM_BATCH])
 
@@ -207,8 +214,15 @@ class StudyTracking:
         return run_id
 
     def start_trial(
-        self, number: int, params: Mapping[str, Any], config: Mapping[str, Any], study_name: str
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        config: Mapping[str, Any],
+        study_name: str,
+        sites: Mapping[str, Any] | None = None,
     ) -> str:
+        """The trial's run: its sampled params (trial.*), the config, and `sites` (site.*: the
+        rate each dropout site really trains with)."""
         run_id = self.tracker.start_run(
             f"trial {number}",
             {
@@ -221,7 +235,8 @@ class StudyTracking:
             },
             parent_run_id=self.parent_run_id,
         )
-        self.tracker.log_config(run_id, config, {f"trial.{k}": v for k, v in params.items()})
+        trial_params = {f"trial.{k}": v for k, v in params.items()}
+        self.tracker.log_config(run_id, config, {**trial_params, **(sites or {})})
         return run_id
 
     def finish_trial(

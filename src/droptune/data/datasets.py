@@ -62,6 +62,10 @@ class Arrays:
     pixel_max: float | None  # images: raw value of a white pixel; None for tables
 
     @property
+    def has_test(self) -> bool:
+        return self.x_test is not None
+
+    @property
     def is_image(self) -> bool:
         return len(self.input_shape) == 3
 
@@ -155,6 +159,8 @@ def load_csv(path: str | None, target: str | None, features: Sequence[str] | Non
     if not path or not Path(path).is_file():
         raise ConfigError("data.path", path, "a readable CSV file")
     frame = pd.read_csv(path)
+    if frame.empty:
+        raise ConfigError("data.path", path, "a CSV with rows: it has a header and no rows")
     if target not in frame.columns:
         raise ConfigError("data.target", target, f"one of the columns {list(frame.columns)}")
     columns = list(features) if features else [c for c in frame.columns if c != target]
@@ -165,9 +171,22 @@ def load_csv(path: str | None, target: str | None, features: Sequence[str] | Non
     non_numeric = [c for c in columns if not pd.api.types.is_numeric_dtype(chosen[c])]
     if non_numeric:
         raise ConfigError("data.features", non_numeric, "numeric columns only")
-    if chosen.isna().any().any() or frame[target].isna().any():
-        raise ConfigError("data.path", path, "a CSV without missing values in the used columns")
-    return _table(chosen.to_numpy(), frame[target].to_numpy())
+    used = frame[[*columns, target]]
+    if used.isna().any().any():
+        gaps = used.isna()
+        named = [c for c in used.columns if gaps[c].any()]
+        raise ConfigError(
+            "data.path",
+            path,
+            f"a CSV without missing values: {int(gaps.any(axis=1).sum())} row(s) miss values "
+            f"in column(s) {named}",
+        )
+    labels = frame[target].to_numpy()
+    if len(set(labels.tolist())) < 2:
+        raise ConfigError(
+            "data.target", target, f"a column with two classes or more: every row is {labels[0]!r}"
+        )
+    return _table(chosen.to_numpy(), labels)
 
 
 def load(

@@ -7,7 +7,9 @@ is fitted on the training part only, so validation and test stay unseen.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -16,37 +18,77 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from droptune.data.datasets import Arrays
+from droptune.data.streamed import probe_index
+from droptune.errors import ConfigError
+
+
+def _smallest_class(labels: np.ndarray) -> tuple[int, int]:
+    counts = np.bincount(labels)
+    present = np.flatnonzero(counts)
+    smallest = present[np.argmin(counts[present])]
+    return int(smallest), int(counts[smallest])
+
+
+@contextmanager
+def stratifiable(
+    key: str, value: Any, labels: np.ndarray, classes: Sequence[str]
+) -> Iterator[None]:
+    """scikit-learn's refusal of a stratified split, as one line naming the key and the class
+    too small for it."""
+    try:
+        yield
+    except ValueError as error:
+        index, count = _smallest_class(labels)
+        raise ConfigError(
+            key,
+            value,
+            f"a split every class can fill: class {classes[index]!r} has {count} row(s) of "
+            f"{len(labels)} ({error})",
+        ) from None
 
 
 def holdout_test(arrays: Arrays, test_fraction: float, seed: int) -> Arrays:
     """Give a dataset without a test set a seeded, stratified one (test_fraction 0: none)."""
     if arrays.x_test is not None or test_fraction == 0:
         return arrays
-    x_train, x_test, y_train, y_test = train_test_split(
-        arrays.x_train,
-        arrays.y_train,
-        test_size=test_fraction,
-        stratify=arrays.y_train,
-        random_state=seed,
-    )
+    with stratifiable("data.test_fraction", test_fraction, arrays.y_train, arrays.classes):
+        x_train, x_test, y_train, y_test = train_test_split(
+            arrays.x_train,
+            arrays.y_train,
+            test_size=test_fraction,
+            stratify=arrays.y_train,
+            random_state=seed,
+        )
     return Arrays(
         x_train, y_train, x_test, y_test, arrays.classes, arrays.input_shape, arrays.pixel_max
     )
 
 
 def train_val_indices(
-    labels: np.ndarray, val_fraction: float, seed: int
+    labels: np.ndarray, val_fraction: float, seed: int, classes: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
     """A seeded, stratified split of the training set into train and validation indices."""
     indices = np.arange(len(labels))
-    train, val = train_test_split(
-        indices, test_size=val_fraction, stratify=labels, random_state=seed
-    )
+    names = list(classes) or [str(c) for c in range(labels.max() + 1)]
+    with stratifiable("data.val_fraction", val_fraction, labels, names):
+        train, val = train_test_split(
+            indices, test_size=val_fraction, stratify=labels, random_state=seed
+        )
     return np.sort(train), np.sort(val)
 
 
-def kfold_indices(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def kfold_indices(
+    labels: np.ndarray, folds: int, seed: int, classes: Sequence[str] = ()
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k-fold (shuffled, seeded): each sample is validated exactly once."""
+    names = list(classes) or [str(c) for c in range(labels.max() + 1)]
+    index, count = _smallest_class(labels)
+    if count < folds:  # scikit-learn only warns, and folds then miss the class
+        raise ConfigError(
+            "data.cv_folds",
+            folds,
+            f"at most {count} folds: class {names[index]!r} has {count} row(s), one per fold",
+        )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(labels)), labels))
 
@@ -94,15 +136,17 @@ class TensorDataModule(L.LightningDataModule):
         standardize: bool = True,
         seed: int = 0,
         cache: dict | None = None,
+        train_probe: bool = True,
     ) -> None:
         """`cache`, shared by the fits of one study, keeps the prepared tensors: every trial of a
-        study uses the same splits, so scaling and the copy to the device happen once, not per trial."""
+        study uses the same splits, so scaling and the copy to the device happen once, not per trial.
+        `train_probe`: validation also gives the training probe (dataloader_idx 1)."""
         super().__init__()
         self.cache = cache
         self.arrays = arrays
         self.train_index, self.val_index = train_index, val_index
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.standardize, self.seed = standardize, seed
+        self.standardize, self.seed, self.train_probe = standardize, seed, train_probe
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.generator = torch.Generator().manual_seed(seed)  # the training order
 
@@ -138,8 +182,7 @@ class TensorDataModule(L.LightningDataModule):
         self.tensors["val"] = on_device(a.x_train[self.val_index], a.y_train[self.val_index])
         # A fixed sample of the training part, as large as the validation part, evaluated like it
         # (dropout off) so that train - val accuracy measures overfitting, not dropout's noise.
-        probe = np.random.default_rng(self.seed).permutation(len(self.train_index))
-        probe = self.train_index[np.sort(probe[: len(self.val_index)])]
+        probe = probe_index(self.train_index, len(self.val_index), self.seed)
         self.tensors["train_probe"] = on_device(a.x_train[probe], a.y_train[probe])
         if a.x_test is not None:
             self.tensors["test"] = on_device(a.x_test, a.y_test)
@@ -158,10 +201,10 @@ class TensorDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[IndexBatches]:
         """The validation part, then the training probe (dataloader_idx 1)."""
-        return [
-            IndexBatches(*self.tensors["val"], self.eval_batch_size),
-            IndexBatches(*self.tensors["train_probe"], self.eval_batch_size),
-        ]
+        val = IndexBatches(*self.tensors["val"], self.eval_batch_size)
+        if not self.train_probe:
+            return [val]
+        return [val, IndexBatches(*self.tensors["train_probe"], self.eval_batch_size)]
 
     def test_dataloader(self) -> IndexBatches:
         if "test" not in self.tensors:

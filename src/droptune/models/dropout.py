@@ -13,7 +13,7 @@ from torch import nn
 VARIANTS = ("inverted", "classic", "gaussian", "alpha")
 
 
-class _MaskDropout(nn.Module):
+class MaskDropout(nn.Module):
     """Shared shape logic: element-wise masks, or one draw per (sample, channel) for feature maps."""
 
     def __init__(self, p: float, channelwise: bool = False) -> None:
@@ -32,7 +32,7 @@ class _MaskDropout(nn.Module):
         return f"p={self.p}, channelwise={self.channelwise}"
 
 
-class ClassicDropout(_MaskDropout):
+class ClassicDropout(MaskDropout):
     """Bernoulli keep-mask without rescaling in training; inference multiplies by 1 - p."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ class ClassicDropout(_MaskDropout):
         return x * keep.bernoulli_(1.0 - self.p)
 
 
-class GaussianDropout(_MaskDropout):
+class GaussianDropout(MaskDropout):
     """Multiplicative N(1, p / (1 - p)) noise: the same mean and variance as inverted dropout."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,14 +53,12 @@ class GaussianDropout(_MaskDropout):
         return x * noise.normal_(1.0, std)
 
 
-def make_dropout(p: float, variant: str = "inverted", channelwise: bool = False) -> nn.Module:
-    """One dropout site; rate 0 gives an Identity so an unused site costs nothing."""
+def variant_module(p: float, variant: str = "inverted", channelwise: bool = False) -> nn.Module:
+    """The dropout module of a variant, even at rate 0 (a site of a user's model stays a site)."""
     if variant not in VARIANTS:
         raise ValueError(f"dropout variant {variant!r} is not one of {', '.join(VARIANTS)}")
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout rate p={p!r} must be in [0, 1)")
-    if p == 0.0:
-        return nn.Identity()
     if variant == "inverted":
         return nn.Dropout2d(p) if channelwise else nn.Dropout(p)
     if variant == "alpha":
@@ -68,3 +66,9 @@ def make_dropout(p: float, variant: str = "inverted", channelwise: bool = False)
     if variant == "classic":
         return ClassicDropout(p, channelwise)
     return GaussianDropout(p, channelwise)
+
+
+def make_dropout(p: float, variant: str = "inverted", channelwise: bool = False) -> nn.Module:
+    """One site of droptune's own models; rate 0 gives an Identity so an unused site costs nothing."""
+    module = variant_module(p, variant, channelwise)
+    return nn.Identity() if p == 0.0 else module

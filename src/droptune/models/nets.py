@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -192,3 +194,60 @@ class CNN(nn.Module):
         for conv in self.convs:
             renorm_rows_(conv.weight, self.max_norm)
         self.head.apply_max_norm()
+
+
+def hidden_widths(depth: int | None, width: int | None, widths: Sequence[int] | None) -> list[int]:
+    """Hidden widths: `widths` when given, else `width` repeated `depth` times."""
+    if widths is not None:
+        return [int(w) for w in widths]
+    return [int(width)] * int(depth)
+
+
+def build_mlp(
+    input_shape: Sequence[int],
+    n_classes: int,
+    depth: int | None = 2,
+    width: int | None = 512,
+    widths: Sequence[int] | None = None,
+    activation: str = "relu",
+    dropout: Mapping[str, Any] | None = None,
+    max_norm: float | None = None,
+    init_std: float | None = None,
+) -> MLP:
+    """conf/model/mlp.yaml's target: the config's keys as they are, the input filled in."""
+    return MLP(
+        in_dim=math.prod(input_shape),
+        n_classes=n_classes,
+        widths=hidden_widths(depth, width, widths),
+        activation_name=activation,
+        dropout=Dropout(**(dropout or {})),
+        max_norm=max_norm,
+        init_std=init_std,
+    )
+
+
+def build_cnn(
+    input_shape: Sequence[int],
+    n_classes: int,
+    channels: Sequence[int] = (32, 64),
+    kernel_size: int = 3,
+    head_widths: Sequence[int] = (128,),
+    activation: str = "relu",
+    pool: str = "max",
+    dropout: Mapping[str, Any] | None = None,
+    max_norm: float | None = None,
+    init_std: float | None = None,
+) -> CNN:
+    """conf/model/cnn.yaml's target."""
+    return CNN(
+        input_shape=input_shape,
+        n_classes=n_classes,
+        channels=list(channels),
+        kernel_size=kernel_size,
+        head_widths=list(head_widths),
+        activation_name=activation,
+        pool=pool,
+        dropout=Dropout(**(dropout or {})),
+        max_norm=max_norm,
+        init_std=init_std,
+    )

@@ -1,0 +1,1 @@
+"""Examples of a user's own code: models and data droptune tunes without being edited."""
