@@ -31,3 +31,22 @@ class SmallConvNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.encoder(self.features(x)))
+
+
+class PlainMLP(nn.Module):
+    """The MLP a user would write: input dropout, then (Linear, ReLU, Dropout) per hidden layer."""
+
+    def __init__(self, in_features: int, n_classes: int, width: int = 512, depth: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten(), nn.Dropout(0.2)]
+        for i in range(depth):
+            layers += [
+                nn.Linear(in_features if i == 0 else width, width),
+                nn.ReLU(),
+                nn.Dropout(0.5),
+            ]
+        layers.append(nn.Linear(width, n_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)

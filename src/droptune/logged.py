@@ -19,7 +19,8 @@ from droptune.lit import DropoutClassifier
 
 class LoggedMetrics(L.Callback):
     """After each training epoch (its validation done): every scalar the module logged, plus
-    val/acc_best when it logs val/acc. Kept in the checkpoint, so a resumed trial has its curves."""
+    val/acc_best when it logs val/acc. Kept in the checkpoint with the random state, so a resumed
+    trial has its curves and the dropout masks it would have drawn."""
 
     def __init__(self) -> None:
         self.history: list[dict[str, float]] = []
@@ -38,12 +39,20 @@ class LoggedMetrics(L.Callback):
         self.history.append(metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best_val_acc": self.best_val_acc}
+        return {
+            "history": self.history,
+            "best_val_acc": self.best_val_acc,
+            "rng": torch.get_rng_state(),  # dropout masks go on as if never interrupted
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict["history"])
         self.best_val_acc = state_dict["best_val_acc"]
         self.resumed_from_epoch = len(self.history)
+        torch.set_rng_state(state_dict["rng"])
+        if state_dict["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda_rng"])
 
 
 class ConstraintAfterStep(L.Callback):

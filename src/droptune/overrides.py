@@ -42,7 +42,7 @@ def misspelt_key(conf_dir: Path, config_name: str, args: Sequence[str]) -> Confi
         return None
     parent, _, leaf = key.rpartition(".")
     node = _node(config, parent)
-    if not isinstance(node, Mapping):
+    if not isinstance(node, Mapping) or leaf in node:  # the key exists: Hydra's own error
         return None
     value = next(o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key)
     keys = sorted(str(k) for k in node)

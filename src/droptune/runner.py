@@ -335,7 +335,7 @@ def site_params(cfg: Mapping[str, Any], arrays: Data) -> dict[str, str]:
     """The rate and class every dropout site trains with (`site.<path>`: "0.3 Dropout"): what
     the MLflow UI shows of a run's real dropout."""
     found = model_sites(cfg["model"], arrays.input_shape, len(arrays.classes)).sites
-    return {f"site.{site.path}": f"{site.rate:g} {site.kind}" for site in found}
+    return {f"site.{site.path}": f"{site.rate} {site.kind}" for site in found}
 
 
 def run_name(cfg: Mapping[str, Any]) -> str:

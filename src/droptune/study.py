@@ -251,7 +251,11 @@ def fingerprint(cfg: Mapping[str, Any], raw_space: Mapping[str, Any]) -> dict[st
     user_model = cfg["model"]["family"] in USER_FAMILIES
     return {
         "search.space": json.loads(json.dumps(raw_space, sort_keys=True, default=str)),
-        "data": {k: cfg["data"].get(k) for k in data_keys},
+        "data": {
+            **{k: cfg["data"].get(k) for k in data_keys},
+            # where a user's data comes from (absent for the datasets studies began with)
+            **{k: cfg["data"][k] for k in ("_target_", "root") if k in cfg["data"]},
+        },
         "model.family": cfg["model"]["family"],
         # a user's model is named by its target (droptune's own by family, as studies began)
         **({"model._target_": cfg["model"]["_target_"]} if user_model else {}),

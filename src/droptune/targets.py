@@ -8,6 +8,7 @@ on any dataset without a config key per dataset.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import sys
@@ -40,12 +41,17 @@ def resolve(key: str, target: Any) -> Any:
         raise ConfigError(key, target, "a dotted path to a class or function (mypkg.nets.Net)")
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
+    hydra_log = logging.getLogger("hydra.utils")  # it logs each failure as an ERROR of its own
+    level = hydra_log.level
+    hydra_log.setLevel(logging.CRITICAL)
     try:
         return get_object(target)
     except Exception as error:
         cause = error.__cause__ or error
         reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
         raise ConfigError(key, target, f"an importable class or function ({reason})") from None
+    finally:
+        hydra_log.setLevel(level)
 
 
 def _parameters(target: Any) -> Mapping[str, inspect.Parameter]:
