@@ -15,7 +15,7 @@ os.environ.setdefault("DROPTUNE_ROOT", str(Path(__file__).resolve().parents[1]))
 
 from droptune.data import DataFileError  # noqa: E402
 from droptune.errors import ConfigError  # noqa: E402
-from droptune.overrides import misspelt_key  # noqa: E402
+from droptune.overrides import exit_if_misspelt  # noqa: E402
 from droptune.search import hydra_value  # noqa: E402
 from droptune.study import exit_on_signals, optimize  # noqa: E402
 
@@ -56,8 +56,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    misspelt = misspelt_key(Path(__file__).parents[1] / "conf", "tune", sys.argv[1:])
-    if misspelt is not None:
-        print(f"ERROR {misspelt}", file=sys.stderr)
-        sys.exit(2)
+    exit_if_misspelt(Path(__file__).parents[1] / "conf", "tune", sys.argv[1:])
     main()

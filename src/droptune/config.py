@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import lightning as L
 import torch
 from torch import nn
 
@@ -266,6 +267,12 @@ def _user_model(model: Mapping[str, Any], input_shape, n_classes: int, lr: float
         raise ConfigError(
             "model._target_", model["_target_"], f"a class or factory of an nn.Module, not {net!r}"
         )
+    if model["family"] == "lightning" and not isinstance(net, L.LightningModule):
+        raise ConfigError(
+            "model._target_",
+            model["_target_"],
+            "a LightningModule with model=lightning (model=custom takes a plain nn.Module)",
+        )
     variant = (model.get("dropout") or {}).get("variant")
     if variant is not None:
         swap_variant(net, variant)
@@ -326,8 +333,8 @@ def model_sites(model: Mapping[str, Any], input_shape: Sequence[int], n_classes:
     try:
         with torch.device("meta"):
             net = build_model(model, input_shape, n_classes)
-    except Exception:  # its constructor computes with tensors: the CPU says what is wrong, if
-        net = build_model(model, input_shape, n_classes)  # anything
+    except Exception:  # a constructor that computes with real tensors: on the CPU, which also
+        net = build_model(model, input_shape, n_classes)  # raises what is really wrong, if any
 
     layers: list[str] = []
     if model.get("max_norm") is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
@@ -46,6 +47,19 @@ class Optim:
     schedule: str = "none"
     gamma: float = 0.95
     momentum_ramp: MomentumRamp | None = None
+
+
+def random_state() -> dict[str, Any]:
+    """The generators dropout masks come from, saved so a resumed fit draws the masks it would
+    have drawn."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return {"rng": torch.get_rng_state(), "cuda_rng": cuda}
+
+
+def restore_random_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 class DropoutClassifier(L.LightningModule):
@@ -158,8 +172,7 @@ class DropoutClassifier(L.LightningModule):
         checkpoint["droptune"] = {
             "history": self.history,
             "best_val_acc": self.best_val_acc,
-            "rng": torch.get_rng_state(),  # dropout masks go on as if never interrupted
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            **random_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -168,9 +181,7 @@ class DropoutClassifier(L.LightningModule):
         self.history = list(state["history"])
         self.best_val_acc = state["best_val_acc"]
         self.resumed_from_epoch = len(self.history)
-        torch.set_rng_state(state["rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        restore_random_state(state)
 
     def configure_optimizers(self):
         o = self.optim

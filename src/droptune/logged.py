@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from droptune.lit import DropoutClassifier
+from droptune.lit import DropoutClassifier, random_state, restore_random_state
 
 
 class LoggedMetrics(L.Callback):
@@ -42,17 +42,14 @@ class LoggedMetrics(L.Callback):
         return {
             "history": self.history,
             "best_val_acc": self.best_val_acc,
-            "rng": torch.get_rng_state(),  # dropout masks go on as if never interrupted
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            **random_state(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict["history"])
         self.best_val_acc = state_dict["best_val_acc"]
         self.resumed_from_epoch = len(self.history)
-        torch.set_rng_state(state_dict["rng"])
-        if state_dict["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda_rng"])
+        restore_random_state(state_dict)
 
 
 class ConstraintAfterStep(L.Callback):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,11 @@ def _node(config: Mapping[str, Any], path: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def exit_if_misspelt(conf_dir: Path, config_name: str, args: Sequence[str]) -> None:
+    """An entry point's first line: a misspelt key ends the run (exit 2) with droptune's line."""
+    misspelt = misspelt_key(conf_dir, config_name, args)
+    if misspelt is not None:
+        print(f"ERROR {misspelt}", file=sys.stderr)
+        sys.exit(2)
