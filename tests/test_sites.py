@@ -103,3 +103,10 @@ def test_max_norm_callable_renorms_rows_of_conv_and_linear_weights():
             p.mul_(100)
     MaxNorm(net, ["0", "2"], 1.0)()
     assert _row_norms(net[0]).max() <= 1.0 + 1e-5 and _row_norms(net[2]).max() <= 1.0 + 1e-5
+
+
+def test_an_mlp_with_site_globs_trains_on_the_standard_runner(make_cfg):
+    from droptune.fused import fusable
+
+    assert fusable(make_cfg(), n_folds=1)
+    assert not fusable(make_cfg("model.dropout.sites={net.4:0.3}"), n_folds=1)

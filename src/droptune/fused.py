@@ -77,10 +77,12 @@ def _get(config: Mapping[str, Any], path: Sequence[str]) -> Any:
 
 
 def fusable(config: Mapping[str, Any], n_folds: int) -> bool:
-    """MLP trials on one split with a variant the stacked model implements (others run alone)."""
+    """MLP trials on one split with a variant the stacked model implements (others run alone);
+    rates set by site glob are the standard runner's (the stacked model has no module paths)."""
     return (
         config["model"]["family"] == "mlp"
         and n_folds == 1
+        and not config["model"]["dropout"].get("sites")
         and config["model"]["dropout"].get("variant", "inverted") in FUSED_VARIANTS
         and config["optim"].get("momentum_ramp") is None
     )
