@@ -218,3 +218,9 @@ def test_a_resumed_lightning_fit_keeps_its_logged_history(make_cfg, tmp_path):
     resumed = fit(cfg, data, train_index, val_index, checkpoint=tmp_path / "c.ckpt")
     assert resumed.resumed_from_epoch == 2
     assert resumed.history == whole.history  # same masks and data order after the resume
+
+
+def test_testing_a_lightning_module_without_a_test_step_is_refused_before_training(make_cfg):
+    cfg = make_cfg("model=lightning", LIT, "evaluate_test=true")
+    with pytest.raises(ConfigError, match="evaluate_test=True.*LitConvNet has none"):
+        train(cfg)

@@ -258,6 +258,14 @@ def validate(cfg: Mapping[str, Any]) -> None:
             True,
             "only with a test set: data.test_fraction=0 holds none out",
         )
+        if cfg["model"]["family"] == "lightning":
+            module = targets.resolve("model._target_", cfg["model"]["_target_"])
+            _check(
+                getattr(module, "test_step", None) is not L.LightningModule.test_step,
+                "evaluate_test",
+                True,
+                f"a LightningModule with a test_step: {cfg['model']['_target_']} has none",
+            )
 
 
 def _user_model(model: Mapping[str, Any], input_shape, n_classes: int, lr: float | None):
