@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from droptune.data.datasets import Arrays
 from droptune.data.download import DataFileError
+from droptune.data.module import stratifiable
 from droptune.data.streamed import SplitImages, Streamed, probe_index
 from droptune.errors import ConfigError
 
@@ -127,9 +128,10 @@ def load_image_folder(spec: FolderSpec, test_fraction: float, seed: int) -> Arra
     indices = np.arange(len(samples))
     test = np.array([], dtype=np.int64)
     if test_fraction:
-        indices, test = train_test_split(
-            indices, test_size=test_fraction, stratify=labels, random_state=seed
-        )
+        with stratifiable("data.test_fraction", test_fraction, labels, classes):
+            indices, test = train_test_split(
+                indices, test_size=test_fraction, stratify=labels, random_state=seed
+            )
         indices, test = np.sort(indices), np.sort(test)
     sample = np.random.default_rng(seed).permutation(indices)[:STATS_SAMPLE]
     scaled = np.stack([_decode(samples[i][0], spec.mode, shape[1:]) for i in sample]) / 255.0
