@@ -61,7 +61,8 @@ def net(k: int, dtype: torch.dtype) -> StackedMLP:
 @pytest.mark.parametrize("precision", [torch.float32, torch.bfloat16])
 def test_the_constrained_update_is_one_persistent_pass_per_parameter(gpu_kernels, precision):
     model = net(2, precision)
-    optimizer = StackedOptimizer(model, "adam", [{"lr": 1e-3}] * 2, compile=True)
+    optimizer = adam = {"lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999]}
+    optimizer = StackedOptimizer(model, "adam", [adam] * 2, compile=True)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     names = gpu_kernels(optimizer.step)

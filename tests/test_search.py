@@ -25,7 +25,8 @@ SETUPS = {
 
 
 def tune_cfg(tmp_path, *overrides):
-    return compose_config(f"paths.root_dir={tmp_path}", *overrides, config_name="tune")
+    """A composed tune config, checked as a study checks it (every optional key present)."""
+    return validate(compose_config(f"paths.root_dir={tmp_path}", *overrides, config_name="tune"))
 
 
 def sample(cfg, n, seed=0, shape=(1, 8, 8)):

@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from droptune import data as ds
-from droptune.config import build_model
+from droptune.config import build_model, validate
 from droptune.fused import FusedClassifier, Member, member_seed, train_group
 from droptune.runner import fit, splits
 
@@ -109,6 +109,7 @@ def reference(
 
 def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """All measurements; each is also logged as one JSON line."""
+    cfg = validate(cfg)
     b = cfg["bench"]
     arrays, source = bench_arrays(cfg)
     ((train_index, val_index),) = splits(cfg, arrays)
@@ -134,8 +135,8 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     cfg_runs = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=epochs))
     standard = fit(cfg_runs, arrays, train_index, val_index)
     emit("standard", float(np.mean(standard.epoch_seconds[1:] or standard.epoch_seconds)))
-    compile = b.get("compile", "auto")
-    for precision, ks in (("fp32", b["ks"]), ("bf16", b.get("bf16_ks", []))):
+    compile = b["compile"]
+    for precision, ks in (("fp32", b["ks"]), ("bf16", b["bf16_ks"])):
         for k in ks:
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
@@ -148,7 +149,7 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
                 k=k, precision=precision, compile=compile, peak_gpu_gib=peak,
                 val_acc_mean=float(np.mean([m["val/acc"] for m in history[-1]])),
             )  # fmt: skip
-    for precision in b.get("profile_precisions", []):
+    for precision in b["profile_precisions"]:
         row = profile(
             cfg_runs, arrays, train_index[: b["profile_steps"] * 128], val_index,
             b["profile_k"], compile, precision,
@@ -156,9 +157,9 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         results.append(dict(row, device=device, data=source))
         print(json.dumps(results[-1]), flush=True)
     studies = []
-    if b.get("tune_trials"):
+    if b["tune_trials"]:
         studies.append(("tune_end_to_end", b["tune_trials"], b["tune_epochs"], None))
-    if b.get("ttq_timeout"):
+    if b["ttq_timeout"]:
         studies.append(("time_to_quality", b["ttq_trials"], b["ttq_epochs"], b["ttq_timeout"]))
     for way, trials, epochs, timeout in studies:
         row = end_to_end(cfg, arrays, trials, epochs, b["tune_k"], timeout)

@@ -71,6 +71,7 @@ GROUP_KEYS = (
 
 
 def _get(config: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """None for a key the config's variant does not have (Adam has no nesterov)."""
     for key in path:
         config = config.get(key) if isinstance(config, Mapping) else None
     return config
@@ -82,9 +83,9 @@ def fusable(config: Mapping[str, Any], n_folds: int) -> bool:
     return (
         config["model"]["family"] == "mlp"
         and n_folds == 1
-        and not config["model"]["dropout"].get("sites")
-        and config["model"]["dropout"].get("variant", "inverted") in FUSED_VARIANTS
-        and config["optim"].get("momentum_ramp") is None
+        and not config["model"]["dropout"]["sites"]
+        and config["model"]["dropout"]["variant"] in FUSED_VARIANTS
+        and config["optim"]["momentum_ramp"] is None
     )
 
 
@@ -283,12 +284,12 @@ class FusedClassifier(L.LightningModule):
         self._sums = torch.zeros(2, len(self._rows), device=x.device)  # loss sum, correct count
         self._seen = 0
         self._epoch_start = time.perf_counter()
-        schedule = self.members[0].config["optim"].get("schedule", "none")
+        schedule = self.members[0].config["optim"]["schedule"]
         epochs = self.epoch_offset + self.trainer.max_epochs
         if schedule == "cosine":
             self.optimizer.set_lr_scale(0.5 * (1 + math.cos(math.pi * epoch / epochs)))
         elif schedule == "exponential":
-            gamma = self.members[0].config["optim"].get("gamma", 0.95)
+            gamma = self.members[0].config["optim"]["gamma"]
             self.optimizer.set_lr_scale(gamma**epoch)
 
     def training_step(self, steps: tuple[int, int], batch_idx: int) -> None:
@@ -354,7 +355,7 @@ class FusedClassifier(L.LightningModule):
             for i in range(n)
         ]
         last = self.current_epoch + 1 == self.trainer.max_epochs
-        if last and self.members[0].config.get("evaluate_test") and "test" in self.tensors:
+        if last and self.members[0].config["evaluate_test"] and "test" in self.tensors:
             test_loss, test_acc = (t[:n].cpu() for t in self._evaluate("test"))
             for i, m in enumerate(metrics):  # reported with the trial, never selected on
                 m.update({"test/loss": float(test_loss[i]), "test/acc": float(test_acc[i])})
@@ -415,10 +416,10 @@ def train_group(
     base = members[0].config
     datamodule = ds.TensorDataModule(
         arrays, train_index, val_index, base["data"]["batch_size"],
-        standardize=base["data"].get("standardize", True), seed=base["seed"], cache=data_cache,
+        standardize=base["data"]["standardize"], seed=base["seed"], cache=data_cache,
     )  # fmt: skip
     trainer = L.Trainer(
-        accelerator=base["trainer"].get("accelerator", "auto"),
+        accelerator=base["trainer"]["accelerator"],
         devices=1,
         max_epochs=base["trainer"]["max_epochs"] - members[0].start_epoch,
         logger=False,
@@ -443,13 +444,13 @@ def train_group(
         len(arrays.classes),
         widths,
         [m.seed for m in rows],
-        [m.config["model"]["dropout"].get("input", 0.0) for m in rows],
+        [m.config["model"]["dropout"]["input"] for m in rows],
         [_rates(m.config, len(widths[0])) for m in rows],
-        [m.config["model"]["dropout"].get("output", 0.0) for m in rows],
-        [m.config["model"].get("max_norm") for m in rows],
+        [m.config["model"]["dropout"]["output"] for m in rows],
+        [m.config["model"]["max_norm"] for m in rows],
         base["model"]["activation"],
-        [m.config["model"]["dropout"].get("placement", "after") for m in rows],
-        [m.config["model"]["dropout"].get("variant", "inverted") for m in rows],
+        [m.config["model"]["dropout"]["placement"] for m in rows],
+        [m.config["model"]["dropout"]["variant"] for m in rows],
         STORAGE_DTYPES[precision],
     ).to(trainer.strategy.root_device)
     module = FusedClassifier(
@@ -595,5 +596,5 @@ def _valid(config: Mapping[str, Any]) -> bool:
 
 
 def _rates(config: Mapping[str, Any], depth: int) -> list[float]:
-    hidden = config["model"]["dropout"].get("hidden", 0.0)
+    hidden = config["model"]["dropout"]["hidden"]
     return [float(r) for r in hidden] if isinstance(hidden, list) else [float(hidden)] * depth

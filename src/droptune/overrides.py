@@ -3,7 +3,6 @@ the nearest key ("did you mean"), where Hydra would say "Key 'hiden' is not in s
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -14,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from droptune.errors import ConfigError
+from droptune.errors import ConfigError, unknown_key
 
 FAILED_KEY = re.compile(r"Could not override '([^']+)'")
 
@@ -46,12 +45,7 @@ def misspelt_key(conf_dir: Path, config_name: str, args: Sequence[str]) -> Confi
     if not isinstance(node, Mapping) or leaf in node:  # the key exists: Hydra's own error
         return None
     value = next(o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key)
-    keys = sorted(str(k) for k in node)
-    close = difflib.get_close_matches(leaf, keys, n=1)
-    where = f"a key of {parent}" if parent else "a top-level key"
-    hint = f"did you mean {'.'.join(filter(None, [parent, close[0]]))}?" if close else ""
-    listed = f"({', '.join(keys)})"
-    return ConfigError(key, value, "; ".join(filter(None, [f"{where} {listed}", hint])))
+    return unknown_key(key, value, parent, [str(k) for k in node])
 
 
 def _node(config: Mapping[str, Any], path: str) -> Any:

@@ -39,6 +39,7 @@ from droptune.data.streamed import Streamed
 from droptune.errors import ConfigError
 from droptune.lit import DropoutClassifier
 from droptune.logged import ConstraintAfterStep, LoggedMetrics, history_source
+from droptune.schema import OWN_FAMILIES
 from droptune.tracking import StudyTracking, Tracker, end_status, git_commit
 
 log = logging.getLogger("droptune")
@@ -137,21 +138,23 @@ def load_data(cfg: Mapping[str, Any]) -> Data:
         return targets.user_data(d)
     if d["name"] == "image_folder":
         keys = ("root", "image_size", "mode", "max_resident_bytes", "num_workers")
-        spec = FolderSpec(**{k: d[k] for k in keys if k in d})
-        loaded = load_image_folder(spec, d.get("test_fraction", 0.0), cfg["seed"])
+        spec = FolderSpec(**{k: d[k] for k in keys})
+        loaded = load_image_folder(spec, d["test_fraction"], cfg["seed"])
         if isinstance(loaded, Streamed):
             log.info("%s does not fit in data.max_resident_bytes: streamed from disk", spec.root)
             return loaded
-        return ds.holdout_test(loaded, d.get("test_fraction", 0.0), cfg["seed"])
+        return ds.holdout_test(loaded, d["test_fraction"], cfg["seed"])
     arrays = ds.load(
         d["name"],
         cfg["paths"]["data_dir"],
-        d.get("mirrors", ()),
-        d.get("path"),
+        d.get("mirrors", ()),  # the datasets' groups: csv's and digits' have none ...
+        d.get("path"),  # ... and only csv's these
         d.get("target"),
         d.get("features"),
     )
-    return ds.holdout_test(arrays, d.get("test_fraction", 0.0), cfg["seed"])
+    if "test_fraction" not in d:  # MNIST and Fashion-MNIST: their own test set
+        return arrays
+    return ds.holdout_test(arrays, d["test_fraction"], cfg["seed"])
 
 
 def splits(cfg: Mapping[str, Any], arrays: Data) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -160,7 +163,7 @@ def splits(cfg: Mapping[str, Any], arrays: Data) -> list[tuple[np.ndarray, np.nd
     d = cfg["data"]
     if arrays.y_train is None:
         return [(None, None)]
-    if d.get("cv_folds"):
+    if d["cv_folds"]:
         return ds.kfold_indices(arrays.y_train, d["cv_folds"], cfg["seed"], arrays.classes)
     return [ds.train_val_indices(arrays.y_train, d["val_fraction"], cfg["seed"], arrays.classes)]
 
@@ -247,7 +250,7 @@ def build_datamodule(
         train_index,
         val_index,
         d["batch_size"],
-        standardize=d.get("standardize", True),
+        standardize=d["standardize"],
         seed=cfg["seed"],
         cache=data_cache,
         # a user's LightningModule validates one loader; droptune's own also takes the probe
@@ -339,19 +342,19 @@ def site_params(cfg: Mapping[str, Any], arrays: Data) -> dict[str, str]:
 
 
 def run_name(cfg: Mapping[str, Any]) -> str:
-    return cfg["tracking"].get("run_name") or (
+    return cfg["tracking"]["run_name"] or (
         f"{cfg['data']['name']}-{cfg['model']['family']}-seed{cfg['seed']}"
     )
 
 
 def train(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Validate, load, fit (one split or CV), evaluate if asked, track; returns the summary."""
-    validate(cfg)
+    cfg = validate(cfg)
     arrays = load_data(cfg)
     folds = splits(cfg, arrays)
     sites = site_params(cfg, arrays)  # a glob that matches no site stops here, before any run
     tracking = cfg["tracking"]
-    tracker = Tracker(tracking["uri"], tracking["experiment"], tracking.get("artifact_root"))
+    tracker = Tracker(tracking["uri"], tracking["experiment"], tracking["artifact_root"])
     tags = {
         "dataset": cfg["data"]["name"],
         "model": cfg["model"]["family"],
@@ -368,7 +371,7 @@ def train(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> d
             arrays,
             folds,
             sinks=[log_epoch, lambda m, e: tracker.log_metrics(run_id, m, e)],
-            evaluate_test=bool(cfg.get("evaluate_test")),
+            evaluate_test=cfg["evaluate_test"],
         )
         metrics, results = fitted.metrics, fitted.folds
         for epoch, curve in enumerate(fitted.curves):
@@ -558,7 +561,7 @@ class SequentialRunner:
         reporter = TrialReporter(trial, self.metric)
         epochs, curve_keys = 0, set()
         try:
-            validate(config)
+            config = validate(config)
             fitted = fit_folds(
                 config,
                 self.arrays,
@@ -566,7 +569,7 @@ class SequentialRunner:
                 sinks=[lambda m, e: self.tracking.tracker.log_metrics(run_id, m, e)],
                 callbacks=[reporter],
                 after_fold=reporter.after_fold if len(self.folds) > 1 else None,
-                evaluate_test=bool(config.get("evaluate_test")) and self.arrays.has_test,
+                evaluate_test=config["evaluate_test"] and self.arrays.has_test,
                 checkpoint=spec.checkpoint,
                 data_cache=self.data_cache,
             )
@@ -618,11 +621,14 @@ def tell(trial: optuna.Trial, config: Mapping[str, Any], outcome: TrialOutcome) 
 
 
 def describe_trial(trial: optuna.Trial, config: Mapping[str, Any], outcome: TrialOutcome) -> None:
-    """User attrs the study plots read: effective hidden rate, placement, final gap."""
-    hidden = config["model"]["dropout"].get("hidden", 0.0)
-    rates = hidden if isinstance(hidden, list) else [hidden]
-    trial.set_user_attr("dropout_hidden", float(np.mean(rates)))
-    trial.set_user_attr("dropout_placement", config["model"]["dropout"].get("placement", "after"))
+    """User attrs the study plots read: effective hidden rate, placement (of droptune's own
+    models; a user's has sites instead), final gap."""
+    dropout = config["model"]["dropout"]
+    if config["model"]["family"] in OWN_FAMILIES:
+        hidden = dropout["hidden"]
+        rates = hidden if isinstance(hidden, list) else [hidden]
+        trial.set_user_attr("dropout_hidden", float(np.mean(rates)))
+        trial.set_user_attr("dropout_placement", dropout["placement"])
     if "gap/acc" in outcome.metrics:
         trial.set_user_attr("gap_acc", outcome.metrics["gap/acc"])
     test = outcome.metrics.get("test/acc", outcome.metrics.get("test/acc_mean"))

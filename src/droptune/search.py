@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import math
 import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 
 from droptune.errors import ConfigError
+from droptune.schema import SpaceEntry, space_entry
 
-TYPES = ("float", "int", "categorical")
-ENTRY_KEYS = {"path", "type", "low", "high", "log", "step", "choices", "when", "otherwise"}
 OPERATORS = {
     "gt": operator.gt,
     "ge": operator.ge,
@@ -44,9 +41,7 @@ OPERATORS = {
 }
 # The data and its splits are loaded once per study, so only these data keys may vary per trial.
 SEARCHABLE_ROOTS = ("model.", "optim.", "trainer.max_epochs", "data.batch_size", "data.standardize")
-_UNSET = object()
 SITES_PATH = "model.dropout.sites"
-DEFAULT_SITE_RATE = {"low": 0.0, "high": 0.7}
 
 
 def _is_site(path: str) -> bool:
@@ -63,57 +58,22 @@ def _segments(path: str) -> list[str]:
 def with_sites(search: Mapping[str, Any], site_paths: Sequence[str]) -> dict[str, Any]:
     """`search.space` with a rate entry per site (`search.sites: all`) or per glob (a list) in
     front; the space alone when `search.sites` is not set."""
-    mode = search.get("sites")
-    space = dict(search.get("space") or {})
+    mode, space = search["sites"], dict(search["space"])
     if mode is None:
         return space
-    if mode == "all":
-        globs = list(site_paths)
-        if not globs:
-            raise ConfigError("search.sites", mode, "a model with dropout sites: it has none")
-    else:
-        ok = isinstance(mode, Sequence) and not isinstance(mode, str) and len(mode) > 0
-        if not ok or not all(isinstance(g, str) for g in mode):
-            raise ConfigError("search.sites", mode, "all, or a non-empty list of module-path globs")
-        globs = list(mode)
-        for glob in globs:
-            if not fnmatch.filter(site_paths, glob):
-                raise ConfigError(
-                    "search.sites", glob, f"a glob matching one of the sites {list(site_paths)}"
-                )
-    bounds = {**DEFAULT_SITE_RATE, **(search.get("site_rate") or {})}
+    globs = list(site_paths) if mode == "all" else list(mode)
+    if not globs:
+        raise ConfigError("search.sites", mode, "a model with dropout sites: it has none")
+    for glob in globs:
+        if not fnmatch.filter(site_paths, glob):
+            raise ConfigError(
+                "search.sites", glob, f"a glob matching one of the sites {list(site_paths)}"
+            )
     entries = {
-        f"rate/{glob}": {"path": f"{SITES_PATH}.{glob}", "type": "float", **bounds}
+        f"rate/{glob}": {"path": f"{SITES_PATH}.{glob}", "type": "float", **search["site_rate"]}
         for glob in globs
     }
     return {**entries, **space}
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    type: str
-    path: str | None = None
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-    when: Mapping[str, Any] = field(default_factory=dict)
-    otherwise: Any = _UNSET
-
-    def grid(self) -> list[Any]:
-        """Every value, for the grid sampler: categorical choices or stepped ranges."""
-        if self.type == "categorical":
-            return list(self.choices)
-        if self.type == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step is None:
-            raise ConfigError(
-                f"search.space.{self.name}.step", None, "a step (the grid sampler needs one)"
-            )
-        count = int(round((self.high - self.low) / self.step)) + 1
-        return [round(self.low + i * self.step, 12) for i in range(count)]
 
 
 def _path_exists(config: Mapping[str, Any], path: str) -> bool:
@@ -132,79 +92,34 @@ def _path_exists(config: Mapping[str, Any], path: str) -> bool:
     return True
 
 
-def _parse_entry(name: str, raw: Mapping[str, Any], earlier: Sequence[str], config) -> Entry:
+def _parse_entry(name: str, raw: Any, earlier: Sequence[str], config) -> SpaceEntry:
+    """The entry's own checks are its schema's; here, what needs the composed config."""
     key = f"search.space.{name}"
-    unknown = set(raw) - ENTRY_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{key}.{sorted(unknown)[0]}", raw[sorted(unknown)[0]], f"keys {sorted(ENTRY_KEYS)}"
-        )
-    kind = raw.get("type")
-    if kind not in TYPES:
-        raise ConfigError(f"{key}.type", kind, f"one of {', '.join(TYPES)}")
-    path = raw.get("path")
-    if path is not None:
-        if not path.startswith(SEARCHABLE_ROOTS):
-            raise ConfigError(f"{key}.path", path, f"a path under {', '.join(SEARCHABLE_ROOTS)}")
-        if not _path_exists(config, path):
-            raise ConfigError(f"{key}.path", path, "a path that exists in the composed config")
-    for ref, condition in (raw.get("when") or {}).items():
+    entry = space_entry(name, raw)
+    if entry.path is not None:
+        if not entry.path.startswith(SEARCHABLE_ROOTS):
+            raise ConfigError(
+                f"{key}.path", entry.path, f"a path under {', '.join(SEARCHABLE_ROOTS)}"
+            )
+        if not _path_exists(config, entry.path):
+            raise ConfigError(
+                f"{key}.path", entry.path, "a path that exists in the composed config"
+            )
+    for ref in entry.when:
         if ref not in earlier:
             raise ConfigError(
                 f"{key}.when", ref, f"the name of an earlier entry ({', '.join(earlier) or 'none'})"
             )
-        if isinstance(condition, Mapping):
-            ops = set(condition) - set(OPERATORS)
-            if ops or len(condition) != 1:
-                raise ConfigError(
-                    f"{key}.when.{ref}", dict(condition), f"one of {sorted(OPERATORS)}"
-                )
-    entry = Entry(
-        name=name,
-        type=kind,
-        path=path,
-        low=raw.get("low"),
-        high=raw.get("high"),
-        log=bool(raw.get("log", False)),
-        step=raw.get("step"),
-        choices=tuple(raw.get("choices") or ()),
-        when=dict(raw.get("when") or {}),
-        otherwise=raw.get("otherwise", _UNSET),
-    )
-    if kind == "categorical":
-        if not entry.choices:
-            raise ConfigError(f"{key}.choices", raw.get("choices"), "a non-empty list")
-        return entry
-    for bound in ("low", "high"):
-        value = raw.get(bound)
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-        ):
-            raise ConfigError(f"{key}.{bound}", value, "a number")
-    if entry.low > entry.high:
-        raise ConfigError(f"{key}.low", entry.low, f"a number <= high ({entry.high})")
-    if entry.log and entry.low <= 0:
-        raise ConfigError(f"{key}.low", entry.low, "a number > 0 when log is true")
-    if entry.step is not None and (entry.step <= 0 or entry.log):
-        raise ConfigError(f"{key}.step", entry.step, "a number > 0, and only without log")
-    if kind == "int" and not all(float(v).is_integer() for v in (entry.low, entry.high)):
-        raise ConfigError(f"{key}.low", entry.low, "integer bounds for an int entry")
     return entry
 
 
-def parse_space(space: Mapping[str, Any], config: Mapping[str, Any]) -> list[Entry]:
+def parse_space(space: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, SpaceEntry]:
     """Validate a `search.space` mapping against the composed config; entries keep file order."""
     if not space:
         raise ConfigError("search.space", space, "at least one entry")
-    entries: list[Entry] = []
+    entries: dict[str, SpaceEntry] = {}
     for name, raw in space.items():
-        if not isinstance(raw, Mapping):
-            raise ConfigError(
-                f"search.space.{name}", raw, "a mapping with type, path, low/high or choices"
-            )
-        entries.append(_parse_entry(name, raw, [e.name for e in entries], config))
+        entries[name] = _parse_entry(name, raw, list(entries), config)
     return entries
 
 
@@ -217,34 +132,32 @@ def _holds(value: Any, condition: Any) -> bool:
     return value == condition
 
 
-def suggest(trial: optuna.Trial, space: Sequence[Entry]) -> dict[str, Any]:
+def suggest(trial: optuna.Trial, space: Mapping[str, SpaceEntry]) -> dict[str, Any]:
     """The only place that samples: returns {config path: value} for one trial."""
     sampled: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
-    for entry in space:
+    for name, entry in space.items():
         active = all(
             ref in sampled and _holds(sampled[ref], condition)
             for ref, condition in entry.when.items()
         )
         if not active:
-            if entry.path and entry.otherwise is not _UNSET:
+            if entry.path and "otherwise" in entry.model_fields_set:
                 overrides[entry.path] = entry.otherwise
             continue
         if entry.type == "categorical":
-            value = trial.suggest_categorical(entry.name, list(entry.choices))
+            value = trial.suggest_categorical(name, list(entry.choices))
         elif entry.type == "int":
             value = trial.suggest_int(
-                entry.name,
+                name,
                 int(entry.low),
                 int(entry.high),
                 step=int(entry.step or 1),
                 log=entry.log,
             )
         else:
-            value = trial.suggest_float(
-                entry.name, entry.low, entry.high, step=entry.step, log=entry.log
-            )
-        sampled[entry.name] = value
+            value = trial.suggest_float(name, entry.low, entry.high, step=entry.step, log=entry.log)
+        sampled[name] = value
         if entry.path:
             overrides[entry.path] = value
     return overrides

@@ -12,19 +12,19 @@ from droptune.runner import load_data
 def sites_table(cfg: Mapping[str, Any]) -> str:
     """Each site's path, class and rate (with the config's globs applied), then the layers
     max-norm constrains."""
-    validate(cfg)
+    cfg = validate(cfg)
     data = load_data(cfg)
     found = model_sites(cfg["model"], data.input_shape, len(data.classes))
     model = cfg["model"]
     width = max([len("path"), *(len(site.path) for site in found.sites)])
     lines = [
-        f"{model.get('_target_')} on {cfg['data']['name']} "
+        f"{model['_target_']} on {cfg['data']['name']} "
         f"(input {tuple(data.input_shape)}, {len(data.classes)} classes): "
         f"{len(found.sites)} dropout site(s)",
         f"  {'path':{width}}  {'class':20}  rate",
         *(f"  {site.path:{width}}  {site.kind:20}  {site.rate:g}" for site in found.sites),
     ]
-    if model.get("max_norm") is None:
+    if model["max_norm"] is None:
         lines.append("max-norm: off (model.max_norm=null)")
     else:
         lines.append(f"max-norm c={model['max_norm']:g} after each step on:")

@@ -36,11 +36,10 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from droptune import plots
-from droptune.config import USER_FAMILIES, model_sites, validate
+from droptune.config import model_sites, validate
 from droptune.data import Arrays
 from droptune.errors import ConfigError
 from droptune.fused import FusedRunner
-from droptune.models.stacked import STORAGE_DTYPES
 from droptune.runner import (
     SIGNALLED,
     SequentialRunner,
@@ -48,7 +47,8 @@ from droptune.runner import (
     load_data,
     splits,
 )
-from droptune.search import Entry, apply, hydra_overrides, parse_space, suggest, with_sites
+from droptune.schema import USER_FAMILIES, SpaceEntry, default_metric
+from droptune.search import apply, hydra_overrides, parse_space, suggest, with_sites
 from droptune.stores import BatchAskStorage, sqlite_write_ahead_log
 from droptune.tracking import StudyTracking, Tracker, mask_url
 
@@ -58,90 +58,10 @@ log = logging.getLogger("droptune")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
-METRICS = {
-    "val/acc_best": "maximize",
-    "val/acc": "maximize",
-    "val/loss": "minimize",
-    "cv/acc_mean": "maximize",
-    "cv/acc_best_mean": "maximize",
-}
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
-PRUNERS = ("median", "hyperband", "successive_halving", "none")
-
 
 def study_metric(cfg: Mapping[str, Any]) -> str:
     """study.metric, or the default: val/acc_best, or the CV mean with data.cv_folds."""
-    return cfg["study"].get("metric") or (
-        "cv/acc_mean" if cfg["data"].get("cv_folds") else "val/acc_best"
-    )
-
-
-def validate_study(cfg: Mapping[str, Any]) -> None:
-    s = cfg["study"]
-    if not isinstance(s.get("name"), str) or not s["name"]:
-        raise ConfigError(
-            "study.name",
-            s.get("name"),
-            "a non-empty string (quote names Hydra reads as numbers: study.name='\"1e3\"')",
-        )
-    if not s.get("storage"):
-        raise ConfigError(
-            "study.storage",
-            s.get("storage"),
-            "a storage URL (sqlite:///..., postgresql+psycopg://...) or a journal file path; "
-            "with study=postgres, export DROPTUNE_STORAGE=postgresql+psycopg://user:pass@host/db",
-        )
-    metric = study_metric(cfg)
-    cv = bool(cfg["data"].get("cv_folds"))
-    allowed = [m for m in METRICS if m.startswith("cv/") == cv]
-    # a user's LightningModule may log any metric of its own to optimise
-    own_metric = cfg["model"]["family"] == "lightning" and not cv and metric not in METRICS
-    if metric not in allowed and not own_metric:
-        raise ConfigError("study.metric", metric, f"one of {', '.join(allowed)}")
-    if s.get("direction") not in ("maximize", "minimize"):
-        raise ConfigError("study.direction", s.get("direction"), "maximize or minimize")
-    if not own_metric and s["direction"] != METRICS[metric]:
-        raise ConfigError("study.direction", s["direction"], f"{METRICS[metric]} for {metric}")
-    if s.get("runner", "standard") not in ("standard", "fused"):
-        raise ConfigError("study.runner", s.get("runner"), "standard or fused")
-    fused = s.get("fused") or {}
-    k = fused.get("k")
-    if s.get("runner") == "fused" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-        raise ConfigError("study.fused.k", k, "an integer >= 1: trials trained together in one fit")
-    if fused.get("compile", "auto") not in ("auto", True, False):
-        raise ConfigError(
-            "study.fused.compile", fused.get("compile"), "auto (on a GPU), true or false"
-        )
-    interval = fused.get("checkpoint_interval", 60.0)
-    if interval is not None and (
-        isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0
-    ):
-        raise ConfigError(
-            "study.fused.checkpoint_interval",
-            interval,
-            "seconds >= 0 between a group's saves, or null: never",
-        )
-    if fused.get("precision", "fp32") not in STORAGE_DTYPES:
-        raise ConfigError(
-            "study.fused.precision", fused.get("precision"), f"one of {', '.join(STORAGE_DTYPES)}"
-        )
-    if s.get("sampler") not in SAMPLERS:
-        raise ConfigError("study.sampler", s.get("sampler"), f"one of {', '.join(SAMPLERS)}")
-    if s.get("pruner") not in PRUNERS:
-        raise ConfigError("study.pruner", s.get("pruner"), f"one of {', '.join(PRUNERS)}")
-    n = s.get("n_trials")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError("study.n_trials", n, "an integer >= 1 (the study's total budget)")
-    timeout = s.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-        raise ConfigError("study.timeout", timeout, "seconds > 0, or null")
-    for key in ("heartbeat_interval", "grace_period"):
-        if not isinstance(s.get(key), int) or s[key] < 1:
-            raise ConfigError(f"study.{key}", s.get(key), "whole seconds >= 1")
-    if s["grace_period"] <= s["heartbeat_interval"]:
-        raise ConfigError(
-            "study.grace_period", s["grace_period"], "more than study.heartbeat_interval"
-        )
+    return default_metric(cfg["study"]["metric"], bool(cfg["data"]["cv_folds"]))
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
@@ -153,9 +73,9 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
 
 def make_sampler(
-    study: Mapping[str, Any], space: Sequence[Entry], seed: int
+    study: Mapping[str, Any], space: Mapping[str, SpaceEntry], seed: int
 ) -> optuna.samplers.BaseSampler:
-    name, args = study["sampler"], dict(study.get("sampler_args") or {})
+    name, args = study["sampler"], dict(study["sampler_args"])
     if name == "tpe":
         # group=True: the multivariate TPE handles conditional entries as separate subspaces
         return optuna.samplers.TPESampler(
@@ -169,11 +89,11 @@ def make_sampler(
         return optuna.samplers.CmaEsSampler(seed=seed, **args)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, **args)
-    return AskTellGridSampler({e.name: e.grid() for e in space}, seed=seed, **args)
+    return AskTellGridSampler({n: e.grid(n) for n, e in space.items()}, seed=seed, **args)
 
 
 def make_pruner(study: Mapping[str, Any], max_steps: int) -> optuna.pruners.BasePruner:
-    name, args = study["pruner"], dict(study.get("pruner_args") or {})
+    name, args = study["pruner"], dict(study["pruner_args"])
     if name == "median":
         return optuna.pruners.MedianPruner(**{"n_startup_trials": 5, "n_warmup_steps": 1, **args})
     if name == "hyperband":
@@ -212,7 +132,7 @@ def make_storage(study: Mapping[str, Any], on_stale: StaleTrialHandler) -> BaseS
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:  # a server shared by many workers: a small pool per worker, dropped connections noticed
         engine_kwargs = {
-            "pool_size": study.get("pool_size", 2),
+            "pool_size": study["pool_size"],
             "max_overflow": 2,
             "pool_pre_ping": True,
             "pool_recycle": 1800,
@@ -252,6 +172,7 @@ def fingerprint(cfg: Mapping[str, Any], raw_space: Mapping[str, Any]) -> dict[st
     return {
         "search.space": json.loads(json.dumps(raw_space, sort_keys=True, default=str)),
         "data": {
+            # None for a key its dataset does not have (MNIST holds no test fraction out)
             **{k: cfg["data"].get(k) for k in data_keys},
             # where a user's data comes from (absent for the datasets studies began with)
             **{k: cfg["data"][k] for k in ("_target_", "root") if k in cfg["data"]},
@@ -315,7 +236,7 @@ def open_study(
     stored = study.user_attrs.get("fingerprint_parts")
     if stored is not None and stored != parts:
         changes = "; ".join(_differences(stored, parts))
-        if not s.get("allow_changes"):
+        if not s["allow_changes"]:
             raise ConfigError(
                 "study.name",
                 s["name"],
@@ -502,8 +423,7 @@ def optimize(
 
     `arrays` replaces loading data.name (a benchmark's synthetic data, a library caller's own).
     """
-    validate(cfg)
-    validate_study(cfg)
+    cfg = validate(cfg)
     s, metric = cfg["study"], study_metric(cfg)
     arrays = arrays if arrays is not None else load_data(cfg)
     folds = splits(cfg, arrays)
@@ -511,9 +431,9 @@ def optimize(
     raw_space = with_sites(cfg["search"], [site.path for site in found])
     space = parse_space(raw_space, cfg)
     t = cfg["tracking"]
-    tracking = StudyTracking(Tracker(t["uri"], t["experiment"], t.get("artifact_root")))
+    tracking = StudyTracking(Tracker(t["uri"], t["experiment"], t["artifact_root"]))
     handler = StaleTrialHandler(
-        s.get("max_retry"),
+        s["max_retry"],
         lambda dead: tracking.close_dead_trial(
             dead.user_attrs.get("mlflow_run_id"), "worker stopped sending heartbeats (killed?)"
         ),
@@ -535,7 +455,7 @@ def optimize(
             "study.direction": s["direction"],
             "study.n_trials": s["n_trials"],
             "fingerprint": study.user_attrs["fingerprint"],
-            "search.name": cfg["search"].get("name"),
+            "search.name": cfg["search"]["name"],
         },
     )
     study.set_user_attr("mlflow_parent_run_id", parent)
@@ -543,21 +463,20 @@ def optimize(
         parent, json.dumps(raw_space, indent=2, default=str), "search_space.json"
     )
     runner = SequentialRunner(arrays, folds, metric, tracking, s["name"])
-    if s.get("runner", "standard") == "fused" and not fused_fits(cfg, arrays):
+    if s["runner"] == "fused" and not fused_fits(cfg, arrays):
         log.info(
             "study.runner=fused trains droptune's MLP on resident data only: "
             "model=%s on data=%s runs on the standard runner",
             cfg["model"]["family"],
             cfg["data"]["name"],
         )
-    elif s.get("runner", "standard") == "fused":
+    elif s["runner"] == "fused":
         fused = s["fused"]
         runner = FusedRunner(
-            fused["k"], runner, fused.get("compile", "auto"), fused.get("precision", "fp32"),
-            fused.get("checkpoint_interval", 60.0),
+            fused["k"], runner, fused["compile"], fused["precision"], fused["checkpoint_interval"],
         )  # fmt: skip
     base = retrain_base(choices or {}, cli_overrides)
-    stop_at = time.monotonic() + s["timeout"] if s.get("timeout") else float("inf")
+    stop_at = time.monotonic() + s["timeout"] if s["timeout"] else float("inf")
     log.info(
         "study %s: %d of %d trials used; %s",
         s["name"],
@@ -629,7 +548,7 @@ def _ask_batch(
     asked: list[optuna.Trial],
     size: int,
     cfg: Mapping[str, Any],
-    space: Sequence[Entry],
+    space: Mapping[str, SpaceEntry],
     base: Sequence[str],
     n_folds: int,
 ) -> list[TrialSpec]:
@@ -663,7 +582,7 @@ def _checkpoint(
     s: Mapping[str, Any], storage: BaseStorage, trial: optuna.Trial, n_folds: int
 ) -> Path | None:
     """Per-trial checkpoint path; a retry uses the one of the trial it retries (its lineage)."""
-    if not s.get("checkpoint_dir") or n_folds > 1:
+    if not s["checkpoint_dir"] or n_folds > 1:
         return None
     lineage = storage.get_trial_system_attrs(trial._trial_id).get("failed_trial", trial.number)
     return Path(s["checkpoint_dir"]) / f"trial_{lineage}" / "last.ckpt"

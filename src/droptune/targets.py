@@ -111,8 +111,8 @@ def user_data(data: Mapping[str, Any]) -> Streamed:
         return built
 
     probe = datamodule(None, None, data["batch_size"], 0)
-    shape = data.get("input_shape") or _attribute(probe, ("input_shape", "dims"))
-    n_classes = data.get("n_classes") or _attribute(probe, ("n_classes", "num_classes"))
+    shape = data["input_shape"] or _attribute(probe, ("input_shape", "dims"))
+    n_classes = data["n_classes"] or _attribute(probe, ("n_classes", "num_classes"))
     if shape is None or n_classes is None:
         probe.prepare_data()
         probe.setup("fit")

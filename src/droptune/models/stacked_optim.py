@@ -135,15 +135,15 @@ class StackedOptimizer:
             return torch.tensor([[[float(x)]] for x in values], device=device)  # not a view
 
         self.net, self.name = net, name
-        self.nesterov = bool(optim_configs[0].get("nesterov", False))
+        self.nesterov = name == "sgd" and optim_configs[0]["nesterov"]
         self.hyper = {
-            "lr": column([o.get("lr", 0.01) for o in optim_configs]),
-            "weight_decay": column([o.get("weight_decay", 0.0) for o in optim_configs]),
+            "lr": column([o["lr"] for o in optim_configs]),
+            "weight_decay": column([o["weight_decay"] for o in optim_configs]),
         }
         if name == "sgd":
-            self.hyper["momentum"] = column([o.get("momentum", 0.0) for o in optim_configs])
+            self.hyper["momentum"] = column([o["momentum"] for o in optim_configs])
         else:
-            betas = [o.get("betas", (0.9, 0.999)) for o in optim_configs]
+            betas = [o["betas"] for o in optim_configs]
             self.hyper["beta1"] = column([b[0] for b in betas])
             self.hyper["beta2"] = column([b[1] for b in betas])
         self.lr = self.hyper["lr"]  # times the shared schedule's factor (set_lr_scale)
