@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# one lock for every platform droptune supports, with droptune's extras
+LOCK_FLAGS := --universal --python-version 3.10 --extra dev --extra slurm
 ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
@@ -12,17 +15,24 @@ ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
 .DEFAULT_GOAL := help
 # ARGS reach Hydra as typed: no brace or glob expansion (model.dropout.sites={encoder.*:0.1,head.*:0.5})
 train sites tune worker bench: .SHELLFLAGS := +B -f -c
-.PHONY: help install servers lint format test test-fast train sites tune worker mlflow-server bench ui clean
+.PHONY: help install lock upgrade servers lint format test test-fast train sites tune worker mlflow-server bench ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: ## create .venv and install droptune with its dev tools
+install: ## create .venv with the locked dependencies (requirements.lock) and droptune itself
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,slurm]'
+	$(PY) -m pip install -q "$$(grep -m1 '^uv==' requirements.lock)"
+	$(UV) pip sync -q --python $(PY) requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v slurmctld munged >/dev/null \
 		|| $(MAKE) --no-print-directory servers
+
+lock: ## re-resolve requirements.lock after editing pyproject.toml (keeps every other pin)
+	$(UV) pip compile -q $(LOCK_FLAGS) -o requirements.lock pyproject.toml
+
+upgrade: ## requirements.lock with the newest releases pyproject.toml allows; then make install test
+	$(UV) pip compile -q $(LOCK_FLAGS) --upgrade -o requirements.lock pyproject.toml
 
 servers: ## install Debian's PostgreSQL, SLURM and munge (the cluster tests start throwaway ones)
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql slurm-wlm munge
