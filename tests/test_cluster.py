@@ -12,11 +12,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from droptune.study import budget_used, counts_toward_budget
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

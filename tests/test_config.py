@@ -4,10 +4,10 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import CONF
 
 from droptune.config import build_model, build_optim, validate
 from droptune.errors import ConfigError
+from tests.helpers import CONF
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))

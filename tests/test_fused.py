@@ -5,13 +5,13 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from conftest import compose_config
 from optuna.trial import TrialState
 
 from droptune.fused import Member, load_member_checkpoint, member_seed, train_group
 from droptune.models.stacked import STORAGE_DTYPES, StackedMLP
 from droptune.runner import fit, load_data, splits
 from droptune.study import optimize
+from tests.helpers import compose_config
 
 MEMBERS = [  # widths, hidden rate, input rate, lr, momentum, max-norm, placement, variant
     ("model.widths=[48,32]", "model.dropout.hidden=0.5", "model.dropout.input=0.2", "optim.lr=0.05", "optim.momentum=0.9", "model.max_norm=1.5", "model.dropout.placement=after", "model.dropout.variant=inverted"),
@@ -199,7 +199,7 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from tests.helpers import REPO
 
     done = subprocess.run(
         [sys.executable, str(REPO / "pipelines" / "bench.py"), f"paths.root_dir={tmp_path}",

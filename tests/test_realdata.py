@@ -4,10 +4,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
 
 from droptune.data import DataFileError, load
 from droptune.data.datasets import CHECKSUMS
+from tests.helpers import SHARED_DATA, needs_shared_data
 
 pytestmark = [pytest.mark.realdata, needs_shared_data]
 

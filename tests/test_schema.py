@@ -5,12 +5,12 @@ import typing
 
 import pytest
 import yaml
-from conftest import CONF, compose_config
 from pydantic import BaseModel
 
 from droptune import schema
 from droptune.config import validate
 from droptune.errors import ConfigError
+from tests.helpers import CONF
 
 # the files of each droptune-owned group, and the schema(s) their keys must match
 GROUP_FILES = {
@@ -25,19 +25,9 @@ GROUP_FILES = {
 }
 
 
-@pytest.fixture
-def cfgs(tmp_path):
-    """compose(overrides) of the train config, or (config="tune") of the tune config."""
-
-    def make(*overrides: str, config: str = "train") -> dict:
-        return compose_config(f"paths.root_dir={tmp_path}", *overrides, config_name=config)
-
-    return make
-
-
-def error_of(cfgs, *overrides: str, config: str = "train") -> ConfigError:
+def error_of(make_cfg, *overrides: str, config: str = "train") -> ConfigError:
     with pytest.raises(ConfigError) as error:
-        validate(cfgs(*overrides, config=config))
+        validate(make_cfg(*overrides, config=config))
     message = str(error.value)
     assert message.startswith(f"{error.value.key}=") and "\n" not in message
     return error.value
@@ -53,9 +43,9 @@ def error_of(cfgs, *overrides: str, config: str = "train") -> ConfigError:
         ("+seeed=3", "seeed", "did you mean seed?"),
     ],
 )
-def test_a_key_a_group_does_not_have_gets_the_nearest_one(cfgs, override, key, hint):
+def test_a_key_a_group_does_not_have_gets_the_nearest_one(make_cfg, override, key, hint):
     # `+` adds the key past Hydra's own check, as an experiment file or a library caller would
-    error = error_of(cfgs, override)
+    error = error_of(make_cfg, override)
     assert error.key == key and hint in error.allowed
 
 
@@ -72,9 +62,9 @@ def test_a_key_a_group_does_not_have_gets_the_nearest_one(cfgs, override, key, h
         ("optim.betas=[0.9]", "optim.betas", [0.9]),
     ],
 )
-def test_values_are_strict(cfgs, override, key, value):
+def test_values_are_strict(make_cfg, override, key, value):
     extra = ["optim=adam"] if "betas" in override else []
-    error = error_of(cfgs, *extra, override)
+    error = error_of(make_cfg, *extra, override)
     assert error.key == key
     if value is not None:
         assert error.value == value
@@ -82,40 +72,42 @@ def test_values_are_strict(cfgs, override, key, value):
         assert error.value != error.value or abs(error.value) == float("inf")  # nan or inf
 
 
-def test_a_variant_key_names_the_variants(cfgs):
-    error = error_of(cfgs, "model.family=resnet")
+def test_a_variant_key_names_the_variants(make_cfg):
+    error = error_of(make_cfg, "model.family=resnet")
     assert error.key == "model.family" and error.value == "resnet"
     assert error.allowed == "one of mlp, cnn, custom, lightning"
 
 
-def test_a_key_of_another_variant_is_refused(cfgs):
+def test_a_key_of_another_variant_is_refused(make_cfg):
     # SGD's momentum means nothing to Adam: set where it would be silently ignored
-    error = error_of(cfgs, "optim=adam", "+optim.momentum=0.9")
+    error = error_of(make_cfg, "optim=adam", "+optim.momentum=0.9")
     assert error.key == "optim.momentum" and "a key of optim" in error.allowed
 
 
-def test_an_unset_mandatory_value_is_named(cfgs):
-    error = error_of(cfgs, "data=image_folder")
+def test_an_unset_mandatory_value_is_named(make_cfg):
+    error = error_of(make_cfg, "data=image_folder")
     assert (error.key, error.value) == ("data.root", "???")
 
 
-def test_study_checks_across_keys(cfgs):
-    error = error_of(cfgs, "study.heartbeat_interval=60", "study.grace_period=30", config="tune")
+def test_study_checks_across_keys(make_cfg):
+    error = error_of(
+        make_cfg, "study.heartbeat_interval=60", "study.grace_period=30", config="tune"
+    )
     assert error.key == "study.grace_period" and "heartbeat_interval" in error.allowed
-    error = error_of(cfgs, "+search.sites=all", config="tune")  # mlp_dropout has no site range
+    error = error_of(make_cfg, "+search.sites=all", config="tune")  # mlp_dropout has no site range
     assert error.key == "search.site_rate"
 
 
-def test_a_space_entry_is_named_where_it_sits(cfgs):
-    error = error_of(cfgs, "search.space.lr.low=0.5", "search.space.lr.high=0.1", config="tune")
+def test_a_space_entry_is_named_where_it_sits(make_cfg):
+    error = error_of(make_cfg, "search.space.lr.low=0.5", "search.space.lr.high=0.1", config="tune")
     assert error.key == "search.space.lr.low" and "<= high" in error.allowed
-    error = error_of(cfgs, "search.space.depth.type=normal", config="tune")
+    error = error_of(make_cfg, "search.space.depth.type=normal", config="tune")
     assert error.key == "search.space.depth.type"
 
 
-def test_a_checked_config_keeps_what_was_written(cfgs):
+def test_a_checked_config_keeps_what_was_written(make_cfg):
     target = "model._target_=examples.mynets.nets.PlainMLP"
-    cfg = cfgs("search=sites", "model=custom", target, config="tune")
+    cfg = make_cfg("search=sites", "model=custom", target, config="tune")
     checked = validate(cfg)
     assert checked == cfg  # nothing dropped, nothing added: every key came from a group file
     entry = checked["search"]["space"]["lr"]

@@ -4,11 +4,11 @@ import copy
 
 import optuna
 import pytest
-from conftest import CONF, compose_config
 
 from droptune.config import build_model, model_sites, validate
 from droptune.errors import ConfigError
 from droptune.search import apply, hydra_overrides, parse_space, suggest, with_sites
+from tests.helpers import CONF
 
 # for_<model>.yaml: the default space of each model group, by name (tune.yaml's search: for_${model})
 DEFAULTS = {p.stem.removeprefix("for_"): p for p in (CONF / "search").glob("for_*.yaml")}
@@ -22,11 +22,6 @@ SETUPS = {
     "cnn_dropout": ["data=digits", "model=cnn"],
     "sonar_dropout": ["experiment=seed004_sonar_hidden"],
 }
-
-
-def tune_cfg(tmp_path, *overrides):
-    """A composed tune config, checked as a study checks it (every optional key present)."""
-    return validate(compose_config(f"paths.root_dir={tmp_path}", *overrides, config_name="tune"))
 
 
 def sample(cfg, n, seed=0, shape=(1, 8, 8)):
@@ -45,15 +40,17 @@ def test_every_space_has_a_setup():
 
 
 @pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
-def test_each_model_group_has_a_default_space_that_fits_it(tmp_path, model):
+def test_each_model_group_has_a_default_space_that_fits_it(make_cfg, model):
     target = [
         f"model._target_=examples.mynets.{'lit.LitConvNet' if model == 'lightning' else 'nets.SmallConvNet'}"
     ]
-    cfg = tune_cfg(
-        tmp_path,
-        "data=digits",
-        f"model={model}",
-        *(target if model in ("custom", "lightning") else []),
+    cfg = validate(
+        make_cfg(
+            "data=digits",
+            f"model={model}",
+            *(target if model in ("custom", "lightning") else []),
+            config="tune",
+        )
     )
     expected = {"mlp": "mlp_dropout", "cnn": "cnn_dropout"}.get(model, "sites")
     assert model in DEFAULTS and cfg["search"]["name"] == expected
@@ -62,8 +59,8 @@ def test_each_model_group_has_a_default_space_that_fits_it(tmp_path, model):
 
 
 @pytest.mark.parametrize("name", SPACES)
-def test_shipped_spaces_sample_configs_that_validate_and_build(tmp_path, name):
-    cfg = tune_cfg(tmp_path, f"search={name}", *SETUPS[name])
+def test_shipped_spaces_sample_configs_that_validate_and_build(make_cfg, name):
+    cfg = validate(make_cfg(f"search={name}", *SETUPS[name], config="tune"))
     shape = (60,) if "sonar" in name else (1, 8, 8)
     sites = [site.path for site in model_sites(cfg["model"], shape, 10).sites]
     paths = {e["path"] for e in with_sites(cfg["search"], sites).values() if "path" in e}
@@ -74,8 +71,8 @@ def test_shipped_spaces_sample_configs_that_validate_and_build(tmp_path, name):
         assert params  # something was sampled
 
 
-def test_conditional_entries_appear_only_when_their_condition_holds(tmp_path):
-    cfg = tune_cfg(tmp_path, "data=digits")
+def test_conditional_entries_appear_only_when_their_condition_holds(make_cfg):
+    cfg = validate(make_cfg("data=digits", config="tune"))
     seen = {"width_2": 0, "input_rate": 0, "max_norm": 0}
     for params, _, config in sample(cfg, 60, seed=1):
         assert ("width_1" in params) == (params["depth"] >= 2)
@@ -92,8 +89,8 @@ def test_conditional_entries_appear_only_when_their_condition_holds(tmp_path):
     assert all(count > 0 for count in seen.values())  # each condition was also true sometimes
 
 
-def test_apply_rebuilds_indexed_lists_and_leaves_the_base_alone(tmp_path):
-    cfg = tune_cfg(tmp_path, "data=digits", "model.widths=[1,2,3]", "model.depth=3")
+def test_apply_rebuilds_indexed_lists_and_leaves_the_base_alone(make_cfg):
+    cfg = validate(make_cfg("data=digits", "model.widths=[1,2,3]", "model.depth=3", config="tune"))
     before = copy.deepcopy(cfg)
     config = apply(cfg, {"model.widths.0": 64, "model.depth": 1, "model.dropout.hidden.1": 0.2})
     assert config["model"]["widths"] == [64]
@@ -146,8 +143,8 @@ BAD_SPACES = [
 
 
 @pytest.mark.parametrize("space, key", BAD_SPACES, ids=[k for _, k in BAD_SPACES])
-def test_bad_spaces_are_refused_naming_the_entry(tmp_path, space, key):
-    cfg = tune_cfg(tmp_path, "data=digits")
+def test_bad_spaces_are_refused_naming_the_entry(make_cfg, space, key):
+    cfg = validate(make_cfg("data=digits", config="tune"))
     with pytest.raises(ConfigError) as error:
         parse_space(space, cfg)
     assert error.value.key == key

@@ -7,11 +7,11 @@ import sys
 
 import optuna
 import pytest
-from cluster import Slurm, slurm_missing
-from conftest import REPO
 from optuna.trial import TrialState
 
 from droptune.study import budget_used
+from tests.cluster import Slurm, slurm_missing
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.postgres]
 

@@ -11,7 +11,6 @@ from contextlib import nullcontext
 
 import optuna
 import pytest
-from conftest import REPO, compose_config
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -26,6 +25,7 @@ from droptune.study import (
     make_storage,
     optimize,
 )
+from tests.helpers import REPO, compose_config
 
 SMALL = ["data=digits", "trainer.max_epochs=3", "study.name=s", "model.width=32"]
 
@@ -408,7 +408,7 @@ KILLED_WHILE_ASKING = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 import droptune.study
-from conftest import compose_config
+from tests.helpers import compose_config
 asked, real_suggest = [], droptune.study.suggest
 def killed_on_the_third(trial, space):
     asked.append(trial.number)
@@ -427,7 +427,7 @@ def test_a_worker_killed_while_it_asks_a_batch_has_its_trials_retried(tmp_path):
         tmp_path, *FUSED, "study.fused.k=4", "study.n_trials=4", *SLOW_TRIALS[1:3]
     )
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_WHILE_ASKING, str(REPO / "tests"), *overrides],
+        [sys.executable, "-c", KILLED_WHILE_ASKING, str(REPO), *overrides],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
 from mlflow.tracking import MlflowClient
 
 from droptune import runner
 from droptune.errors import ConfigError
 from droptune.runner import fit, load_data, splits, train
+from tests.helpers import REPO
 
 
 def run_pipeline(tmp_path, *overrides: str) -> subprocess.CompletedProcess:

@@ -7,11 +7,11 @@ import sys
 
 import optuna
 import pytest
-from conftest import REPO
 from mlflow.tracking import MlflowClient
 
 from droptune.errors import ConfigError
 from droptune.runner import train
+from tests.helpers import REPO
 
 NET = "model._target_=examples.mynets.nets.SmallConvNet"
 LIT = "model._target_=examples.mynets.lit.LitConvNet"

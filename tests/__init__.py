@@ -1,0 +1,1 @@
+"""droptune's tests: a package, so helpers and cluster fixtures import as tests.*."""
