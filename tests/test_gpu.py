@@ -4,10 +4,10 @@ waits for the device, and the compiled fused step equals the eager one (skipped 
 import lightning as L
 import pytest
 import torch
-from test_fused import MEMBERS, config, train
 
 from droptune.fused import FusedClassifier
 from droptune.runner import fit, load_data, splits
+from tests.test_fused import MEMBERS, config, train
 
 pytestmark = [
     pytest.mark.gpu,
