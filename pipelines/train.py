@@ -16,7 +16,7 @@ os.environ.setdefault("DROPTUNE_ROOT", str(Path(__file__).resolve().parents[1]))
 from droptune.data import DataFileError  # noqa: E402
 from droptune.errors import ConfigError  # noqa: E402
 from droptune.overrides import exit_if_misspelt  # noqa: E402
-from droptune.runner import train  # noqa: E402
+from droptune.train import train  # noqa: E402
 
 log = logging.getLogger("droptune")
 

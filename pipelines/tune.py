@@ -17,7 +17,8 @@ from droptune.data import DataFileError  # noqa: E402
 from droptune.errors import ConfigError  # noqa: E402
 from droptune.overrides import exit_if_misspelt  # noqa: E402
 from droptune.search import hydra_value  # noqa: E402
-from droptune.study import exit_on_signals, optimize  # noqa: E402
+from droptune.signals import exit_on_signals  # noqa: E402
+from droptune.study import optimize  # noqa: E402
 
 log = logging.getLogger("droptune")
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from droptune.study import budget_used, counts_toward_budget
+from droptune.study.budget import budget_used, counts_toward_budget
 from tests.helpers import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

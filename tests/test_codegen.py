@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch._inductor.graph import GraphLowering
 
-from droptune.fused import forward_losses
+from droptune.fused.module import forward_losses
 from droptune.models.stacked import StackedMLP, compiled
 from droptune.models.stacked_optim import StackedOptimizer
 
@@ -54,7 +54,15 @@ def gpu_kernels(monkeypatch):
 def net(k: int, dtype: torch.dtype) -> StackedMLP:
     widths = [[1000, 600]] * k  # fan-ins 784, 1000, 600: all constrained rows fit one block
     return StackedMLP(
-        784, 10, widths, range(k), [0.2] * k, [[0.5, 0.5]] * k, [0.0] * k, [3.0] * k, dtype=dtype
+        784,
+        10,
+        widths=widths,
+        seeds=range(k),
+        input_rates=[0.2] * k,
+        hidden_rates=[[0.5, 0.5]] * k,
+        output_rates=[0.0] * k,
+        max_norms=[3.0] * k,
+        dtype=dtype,
     )
 
 

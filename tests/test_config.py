@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from droptune.config import build_model, build_optim, validate
+from droptune.build import build_model, build_optim
+from droptune.config import validate
 from droptune.errors import ConfigError
 from tests.helpers import CONF
 

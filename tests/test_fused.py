@@ -1,15 +1,22 @@
 """The fused runner: members of a group train exactly as they would alone, masks differ per
 member, pruning leaves the others untouched, and it agrees with the standard runner on average."""
 
+from unittest.mock import patch
+
+import lightning as L
 import numpy as np
 import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
 
-from droptune.fused import Member, load_member_checkpoint, member_seed, train_group
+from droptune.fit import fit
+from droptune.fused.checkpoint import MemberCheckpoint
+from droptune.fused.fit import GroupOptions, train_group
+from droptune.fused.grouping import Member, member_seed
+from droptune.fused.module import FusedClassifier
+from droptune.inputs import load_data, splits
 from droptune.models.stacked import STORAGE_DTYPES, StackedMLP
-from droptune.runner import fit, load_data, splits
 from droptune.study import optimize
 from tests.helpers import compose_config
 
@@ -46,7 +53,9 @@ def train(cfgs, prune=(), **group_options):
         alive[:] = [i for i, k in zip(list(alive), keep, strict=True) if k]
         return keep
 
-    module = train_group(arrays, train_index, val_index, members, report, **group_options)
+    module = train_group(
+        arrays, train_index, val_index, members, report, GroupOptions(**group_options)
+    )
     return module, histories, alive
 
 
@@ -100,7 +109,14 @@ def test_max_norm_holds_per_member_and_padding_stays_zero(tmp_path):
 
 def test_masks_differ_between_members_with_the_same_rate():
     net = StackedMLP(
-        20, 3, [[16], [16]], [1, 2], [0.5, 0.5], [[0.5], [0.5]], [0.0, 0.0], [None, None]
+        20,
+        3,
+        widths=[[16], [16]],
+        seeds=[1, 2],
+        input_rates=[0.5, 0.5],
+        hidden_rates=[[0.5], [0.5]],
+        output_rates=[0.0, 0.0],
+        max_norms=[None, None],
     )
     h = torch.ones(2, 8, 16)
     out = net._dropout(h, net.hidden_rates[:, 0], 1)
@@ -161,9 +177,11 @@ def test_fused_and_standard_runner_agree_in_distribution(tmp_path):
 def test_fused_study_runs_every_trial_with_its_own_mlflow_run(
     tmp_path, monkeypatch, metrics_every_s
 ):
-    import droptune.fused
+    import droptune.fused.runner
 
-    monkeypatch.setattr(droptune.fused, "METRICS_EVERY_S", metrics_every_s)  # curves, both ways
+    monkeypatch.setattr(
+        droptune.fused.runner, "METRICS_EVERY_S", metrics_every_s
+    )  # curves, both ways
     overrides = [
         f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3",
         "study.name=f", "study.runner=fused", "study.fused.k=4", "study.n_trials=8", "evaluate_test=true",
@@ -255,7 +273,7 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
 )
 def test_a_group_pruned_from_one_read_of_the_study_decides_as_should_prune_does(tmp_path, pruner):
     """PruningView (one read of the study per group epoch) against Trial.should_prune per trial."""
-    from droptune.runner import PruningView
+    from droptune.trials.pruning import PruningView
 
     curves = np.random.default_rng(0).uniform(0.3, 0.9, size=(8, 4))
 
@@ -289,7 +307,7 @@ def test_a_group_pruned_from_one_read_of_the_study_decides_as_should_prune_does(
 
 
 def test_groups_share_depth_settings_and_a_width_band(tmp_path):
-    from droptune.fused import group_key
+    from droptune.fused.grouping import group_key
 
     def key(*overrides):
         return group_key(config(tmp_path, *overrides))
@@ -426,9 +444,10 @@ class Killed(Exception):
     """Stands for the worker dying in the middle of an epoch."""
 
 
-def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_path):
+@pytest.mark.parametrize("schedule", ["none", "cosine"])
+def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_path, schedule):
     cfgs = [
-        config(tmp_path, "optim=adam", "trainer.max_epochs=4", *[o for o in m if "momentum" not in o])
+        config(tmp_path, "optim=adam", "trainer.max_epochs=4", f"optim.schedule={schedule}", *[o for o in m if "momentum" not in o])
         for m in MEMBERS
     ]  # fmt: skip
     arrays = load_data(cfgs[0])
@@ -437,7 +456,7 @@ def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_pat
 
     def members(resume=False):
         return [
-            Member(i, c, member_seed(c["seed"], i), paths[i], load_member_checkpoint(paths[i]) if resume else None)
+            Member(i, c, member_seed(c["seed"], i), paths[i], MemberCheckpoint.load(paths[i]) if resume else None)
             for i, c in enumerate(cfgs)
         ]  # fmt: skip
 
@@ -454,9 +473,14 @@ def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_pat
 
     with pytest.raises(Killed):
         train_group(
-            arrays, train_index, val_index, members(), dies_in_epoch_2, checkpoint_interval=0
+            arrays,
+            train_index,
+            val_index,
+            members(),
+            dies_in_epoch_2,
+            GroupOptions(checkpoint_interval=0),
         )
-    assert all(load_member_checkpoint(p)["epoch"] == 2 for p in paths)
+    assert all(MemberCheckpoint.load(p).epoch == 2 for p in paths)
     resumed_epochs = []
     resumed = train_group(
         arrays, train_index, val_index, members(resume=True),
@@ -505,3 +529,30 @@ def test_a_compiler_failure_falls_back_to_eager():
         assert torch.equal(double_plus_one(torch.ones(3)), torch.full((3,), 3.0))
     counts = torch._dynamo.utils.counters["frames"]
     assert counts["total"] - frames.get("total", 0) == 1 and counts["ok"] == frames.get("ok", 0)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "exponential"])
+def test_a_group_follows_the_schedule_a_standard_fit_takes_from_torch(tmp_path, schedule):
+    cfg = config(tmp_path, f"optim.schedule={schedule}", "optim.gamma=0.7", "trainer.max_epochs=4")
+    arrays = load_data(cfg)
+    ((train_index, val_index),) = splits(cfg, arrays)
+    standard_lrs = []
+
+    class LearningRates(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            standard_lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    fit(cfg, arrays, train_index, val_index, callbacks=[LearningRates()])
+    fused_lrs = []
+    start = FusedClassifier.on_train_epoch_start
+
+    def recorded(self):
+        start(self)
+        fused_lrs.append(float(self.optimizer.lr.flatten()[0]))
+
+    with patch.object(FusedClassifier, "on_train_epoch_start", recorded):
+        train_group(
+            arrays, train_index, val_index, [Member(0, cfg, 0)], lambda e, m: [True] * len(m)
+        )
+    assert len(set(standard_lrs)) == 4  # the rate moves every epoch
+    assert fused_lrs == pytest.approx(standard_lrs, rel=1e-6)

@@ -5,8 +5,9 @@ import lightning as L
 import pytest
 import torch
 
-from droptune.fused import FusedClassifier
-from droptune.runner import fit, load_data, splits
+from droptune.fit import fit
+from droptune.fused.module import FusedClassifier
+from droptune.inputs import load_data, splits
 from tests.test_fused import MEMBERS, config, train
 
 pytestmark = [

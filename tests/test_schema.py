@@ -7,21 +7,25 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from droptune import schema
 from droptune.config import validate
+from droptune.config.data import Data
+from droptune.config.model import Model
+from droptune.config.training import Optim, Paths, Tracking, Trainer
+from droptune.config.tune import Search, Study
+from droptune.config.types import Open
 from droptune.errors import ConfigError
 from tests.helpers import CONF
 
 # the files of each droptune-owned group, and the schema(s) their keys must match
 GROUP_FILES = {
-    "data": schema.Data,
-    "model": schema.Model,
-    "optim": schema.Optim,
-    "trainer": schema.Trainer,
-    "tracking": schema.Tracking,
-    "paths": schema.Paths,
-    "study": schema.Study,
-    "search": schema.Search,
+    "data": Data,
+    "model": Model,
+    "optim": Optim,
+    "trainer": Trainer,
+    "tracking": Tracking,
+    "paths": Paths,
+    "study": Study,
+    "search": Search,
 }
 
 
@@ -143,7 +147,7 @@ def test_each_default_lives_in_one_place(group):
             m
             for m in models
             if _required(m) <= keys
-            and (issubclass(m, schema.Open) or keys <= set(m.model_fields) | _aliases(m))
+            and (issubclass(m, Open) or keys <= set(m.model_fields) | _aliases(m))
         ]
         assert fits, f"{path.name}: no schema of {group} has exactly its keys"
 

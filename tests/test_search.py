@@ -5,7 +5,8 @@ import copy
 import optuna
 import pytest
 
-from droptune.config import build_model, model_sites, validate
+from droptune.build import build_model, model_sites
+from droptune.config import validate
 from droptune.errors import ConfigError
 from droptune.search import apply, hydra_overrides, parse_space, suggest, with_sites
 from tests.helpers import CONF

@@ -4,11 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from droptune.config import build_model, model_sites
+from droptune.build import build_model, model_sites
 from droptune.errors import ConfigError
+from droptune.fit import fit
+from droptune.inputs import load_data, splits
 from droptune.models import GaussianDropout
 from droptune.models.sites import MaxNorm, find_sites, max_norm_layers
-from droptune.runner import fit, load_data, splits
 
 CUSTOM = ("model=custom", "model._target_=examples.mynets.nets.SmallConvNet")
 DIGITS = ((1, 8, 8), 10)
@@ -106,7 +107,7 @@ def test_max_norm_callable_renorms_rows_of_conv_and_linear_weights():
 
 
 def test_an_mlp_with_site_globs_trains_on_the_standard_runner(make_cfg):
-    from droptune.fused import fusable
+    from droptune.fused.grouping import fusable
 
     assert fusable(make_cfg(), n_folds=1)
     assert not fusable(make_cfg("model.dropout.sites={net.4:0.3}"), n_folds=1)

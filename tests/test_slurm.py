@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from droptune.study import budget_used
+from droptune.study.budget import budget_used
 from tests.cluster import Slurm, slurm_missing
 from tests.helpers import REPO
 

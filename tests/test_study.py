@@ -15,16 +15,12 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from droptune.errors import ConfigError
-from droptune.runner import train
 from droptune.search import parse_space, suggest
-from droptune.study import (
-    StaleTrialHandler,
-    budget_used,
-    fail_stale,
-    make_sampler,
-    make_storage,
-    optimize,
-)
+from droptune.study import optimize
+from droptune.study.budget import budget_used
+from droptune.study.samplers import make_sampler
+from droptune.study.storage import StaleTrialHandler, fail_stale, make_storage
+from droptune.train import train
 from tests.helpers import REPO, compose_config
 
 SMALL = ["data=digits", "trainer.max_epochs=3", "study.name=s", "model.width=32"]
@@ -280,7 +276,7 @@ def start_worker_mid_trial(tmp_path, overrides, saved_as="last.ckpt"):
             for t in trials
             if t.state == TrialState.RUNNING and (saved / f"trial_{t.number}" / saved_as).exists()
         ]
-        if running:  # mid-trial, with at least one epoch saved (a trial takes 200)
+        if running:  # mid-trial, with at least one epoch saved (a trial takes 60)
             return worker, running[0]
     worker.kill()
     pytest.fail("the worker never started a trial")
@@ -290,7 +286,7 @@ SLOW_TRIALS = [
     "study.n_trials=2",
     "study.heartbeat_interval=1",
     "study.grace_period=3",
-    "trainer.max_epochs=200",
+    "trainer.max_epochs=60",
     "study.pruner=none",
 ]
 
@@ -351,7 +347,7 @@ def test_a_live_workers_trial_outlasting_the_grace_period_is_not_failed_by_a_pee
 
 
 def test_ctrl_c_while_a_batch_is_asked_queues_its_trials_again(tmp_path, monkeypatch):
-    import droptune.study
+    import droptune.study.loop
 
     overrides = tune_overrides(tmp_path, *FUSED, "study.fused.k=4", "study.n_trials=4")
     asked = []
@@ -362,7 +358,7 @@ def test_ctrl_c_while_a_batch_is_asked_queues_its_trials_again(tmp_path, monkeyp
             raise KeyboardInterrupt
         return suggest(trial, space)
 
-    monkeypatch.setattr(droptune.study, "suggest", interrupted_on_the_third)
+    monkeypatch.setattr(droptune.study.loop, "suggest", interrupted_on_the_third)
     cfg = compose_config(*overrides, config_name="tune")
     with pytest.raises(KeyboardInterrupt):
         optimize(cfg, {"data": "digits"}, overrides)
@@ -376,10 +372,10 @@ def test_ctrl_c_while_a_batch_is_asked_queues_its_trials_again(tmp_path, monkeyp
 def test_a_fused_batch_interrupted_in_a_later_group_keeps_the_trials_that_finished(
     tmp_path, monkeypatch
 ):
-    import droptune.fused
+    import droptune.fused.fit
 
     overrides = tune_overrides(tmp_path, *FUSED, "study.fused.k=8", "study.n_trials=8")
-    groups, real_train_group = [], droptune.fused.train_group
+    groups, real_train_group = [], droptune.fused.fit.train_group
 
     def interrupted_in_the_second(arrays, train_index, val_index, members, *args, **kwargs):
         groups.append(len(members))
@@ -387,7 +383,7 @@ def test_a_fused_batch_interrupted_in_a_later_group_keeps_the_trials_that_finish
             raise KeyboardInterrupt
         return real_train_group(arrays, train_index, val_index, members, *args, **kwargs)
 
-    monkeypatch.setattr(droptune.fused, "train_group", interrupted_in_the_second)
+    monkeypatch.setattr(droptune.fused.fit, "train_group", interrupted_in_the_second)
     cfg = compose_config(*overrides, config_name="tune")
     with pytest.raises(KeyboardInterrupt):
         optimize(cfg, {"data": "digits"}, overrides)
@@ -407,17 +403,17 @@ def test_a_fused_batch_interrupted_in_a_later_group_keeps_the_trials_that_finish
 KILLED_WHILE_ASKING = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
-import droptune.study
+import droptune.study.loop
 from tests.helpers import compose_config
-asked, real_suggest = [], droptune.study.suggest
+asked, real_suggest = [], droptune.study.loop.suggest
 def killed_on_the_third(trial, space):
     asked.append(trial.number)
     if len(asked) == 3:
         os.kill(os.getpid(), signal.SIGKILL)
     return real_suggest(trial, space)
-droptune.study.suggest = killed_on_the_third
+droptune.study.loop.suggest = killed_on_the_third
 overrides = sys.argv[2:]
-droptune.study.optimize(compose_config(*overrides, config_name="tune"), {}, overrides)
+droptune.study.loop.optimize(compose_config(*overrides, config_name="tune"), {}, overrides)
 """
 
 

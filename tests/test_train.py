@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from droptune import runner
+from droptune import signals
 from droptune.errors import ConfigError
-from droptune.runner import fit, load_data, splits, train
+from droptune.fit import fit
+from droptune.inputs import load_data, splits
+from droptune.train import train
 from tests.helpers import REPO
 
 
@@ -129,7 +131,8 @@ def test_config_error_raised_by_train(make_cfg):
 def test_a_fit_resumed_from_its_epoch_checkpoint_equals_the_uninterrupted_fit(make_cfg, tmp_path):
     import torch
 
-    from droptune.runner import fit, load_data, splits
+    from droptune.fit import fit
+    from droptune.inputs import load_data, splits
 
     cfg = make_cfg(
         "trainer.max_epochs=4", "model.width=32", "optim.schedule=exponential", "optim.gamma=0.7"
@@ -157,11 +160,11 @@ def test_a_stop_signal_whose_exception_was_lost_stops_the_fit_at_the_next_epoch(
     def signal_lost_after_epoch_1(metrics, epoch):
         epochs.append(epoch)
         if epoch == 1:
-            runner.SIGNALLED.append(signal.SIGINT)  # recorded by the handler, exception swallowed
+            signals.record(signal.SIGINT)  # recorded by the handler, exception swallowed
 
     try:
         with pytest.raises(SystemExit) as stopped:
             fit(cfg, arrays, train_index, val_index, sinks=[signal_lost_after_epoch_1])
     finally:
-        runner.SIGNALLED.clear()
+        signals.forget()
     assert stopped.value.code == 128 + signal.SIGINT and epochs == [0, 1]

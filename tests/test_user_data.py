@@ -10,7 +10,8 @@ from droptune.data import DataFileError
 from droptune.data.folders import FolderSpec, load_image_folder
 from droptune.data.streamed import Streamed
 from droptune.errors import ConfigError
-from droptune.runner import load_data, train
+from droptune.inputs import load_data
+from droptune.train import train
 
 COLOURS = ("red", "green", "blue")
 
@@ -116,7 +117,7 @@ def test_a_class_too_small_for_the_stratified_splits_is_named(make_cfg, tmp_path
 
 
 def test_more_folds_than_the_smallest_class_has_rows_is_refused(make_cfg):
-    from droptune.runner import splits
+    from droptune.inputs import splits
 
     cfg = make_cfg("data.cv_folds=500")
     with pytest.raises(ConfigError, match="data.cv_folds=500.*class '.*' has \\d+ row"):

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from droptune.errors import ConfigError
-from droptune.runner import train
+from droptune.train import train
 from tests.helpers import REPO
 
 NET = "model._target_=examples.mynets.nets.SmallConvNet"
@@ -207,7 +207,8 @@ def test_a_fused_study_of_a_users_model_runs_on_the_standard_runner_said_once(tm
 
 
 def test_a_resumed_lightning_fit_keeps_its_logged_history(make_cfg, tmp_path):
-    from droptune.runner import fit, load_data, splits
+    from droptune.fit import fit
+    from droptune.inputs import load_data, splits
 
     cfg = make_cfg("model=lightning", LIT, "trainer.max_epochs=4")
     data = load_data(cfg)

@@ -21,9 +21,14 @@ import torch
 from torch.nn import functional as F
 
 from droptune import data as ds
-from droptune.config import build_model, validate
-from droptune.fused import FusedClassifier, Member, member_seed, train_group
-from droptune.runner import fit, splits
+from droptune.build import build_model
+from droptune.config import validate
+from droptune.fit import fit
+from droptune.fused.fit import GroupOptions, train_group
+from droptune.fused.grouping import Member, member_seed
+from droptune.fused.module import FusedClassifier
+from droptune.inputs import Split, splits
+from droptune.quiet import quiet_libraries
 
 log = logging.getLogger("droptune")
 
@@ -87,9 +92,14 @@ def reference(
         shuffle=True,
     )
     trainer = L.Trainer(
-        accelerator=cfg["trainer"]["accelerator"], max_epochs=1, limit_train_batches=batches + 10,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator=cfg["trainer"]["accelerator"],
+        max_epochs=1,
+        limit_train_batches=batches + 10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     times: list[float] = []
 
     class Clock(L.Callback):
@@ -109,6 +119,7 @@ def reference(
 
 def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """All measurements; each is also logged as one JSON line."""
+    quiet_libraries()
     cfg = validate(cfg)
     b = cfg["bench"]
     arrays, source = bench_arrays(cfg)
@@ -122,9 +133,13 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     def emit(way: str, seconds: float, **extra: Any) -> None:
         row = {
-            "way": way, "s_per_trial_epoch": seconds, "device": device, "data": source,
-            "tflops": flops_per_trial_epoch / seconds / 1e12, **extra,
-        }  # fmt: skip
+            "way": way,
+            "s_per_trial_epoch": seconds,
+            "device": device,
+            "data": source,
+            "tflops": flops_per_trial_epoch / seconds / 1e12,
+            **extra,
+        }
         if results and results[0]["way"] == "reference":
             row["speedup_vs_reference"] = results[0]["s_per_trial_epoch"] / seconds
         results.append(row)
@@ -140,20 +155,23 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         for k in ks:
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-            history, _ = _fused(cfg_runs, arrays, train_index, val_index, k, compile, precision)
+            options = GroupOptions(compile=compile, precision=precision)
+            history, _ = _fused(cfg_runs, arrays, (train_index, val_index), k=k, options=options)
             peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
             seconds = [epoch[0]["time/trial_epoch_s"] for epoch in history]
             emit(
                 f"fused_k{k}" + ("" if precision == "fp32" else f"_{precision}"),
                 float(np.mean(seconds[1:] or seconds)),
-                k=k, precision=precision, compile=compile, peak_gpu_gib=peak,
+                k=k,
+                precision=precision,
+                compile=compile,
+                peak_gpu_gib=peak,
                 val_acc_mean=float(np.mean([m["val/acc"] for m in history[-1]])),
-            )  # fmt: skip
+            )
     for precision in b["profile_precisions"]:
-        row = profile(
-            cfg_runs, arrays, train_index[: b["profile_steps"] * 128], val_index,
-            b["profile_k"], compile, precision,
-        )  # fmt: skip
+        split = (train_index[: b["profile_steps"] * 128], val_index)
+        options = GroupOptions(compile=compile, precision=precision)
+        row = profile(cfg_runs, arrays, split, k=b["profile_k"], options=options)
         results.append(dict(row, device=device, data=source))
         print(json.dumps(results[-1]), flush=True)
     studies = []
@@ -171,32 +189,28 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _fused(
     cfg: Mapping[str, Any],
     arrays: ds.Arrays,
-    train_index: np.ndarray,
-    val_index: np.ndarray,
+    split: Split,
+    *,
     k: int,
-    compile: bool | str,
-    precision: str,
+    options: GroupOptions,
     phase_seconds: dict[str, float] | None = None,
 ) -> tuple[list[list[dict[str, float]]], FusedClassifier]:
     """One fused fit of k copies of the config (own seeds); its per-epoch metrics and module."""
     members = [Member(i, cfg, member_seed(cfg["seed"], i)) for i in range(k)]
     history: list[list[dict[str, float]]] = []
     module = train_group(
-        arrays, train_index, val_index, members,
+        arrays,
+        *split,
+        members,
         lambda epoch, metrics: (history.append(metrics), [True] * len(metrics))[1],
-        compile=compile, precision=precision, phase_seconds=phase_seconds,
-    )  # fmt: skip
+        options,
+        phase_seconds=phase_seconds,
+    )
     return history, module
 
 
 def profile(
-    cfg: Mapping[str, Any],
-    arrays: ds.Arrays,
-    train_index: np.ndarray,
-    val_index: np.ndarray,
-    k: int,
-    compile: bool | str,
-    precision: str,
+    cfg: Mapping[str, Any], arrays: ds.Arrays, split: Split, *, k: int, options: GroupOptions
 ) -> dict[str, Any]:
     """Where a fused step's milliseconds go: forward, backward and optimizer (with max-norm), each
     timed with the device synchronised around it, over one epoch of `train_index` after a
@@ -210,10 +224,10 @@ def profile(
     that take the time (on a GPU their names say what was fused: `triton_per_` is a persistent
     reduction, one pass)."""
     one_epoch = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=1))
-    _fused(one_epoch, arrays, train_index, val_index, k, compile, precision)  # warm-up
+    _fused(one_epoch, arrays, split, k=k, options=options)  # warm-up
     seconds: dict[str, float] = {}
-    _, module = _fused(one_epoch, arrays, train_index, val_index, k, compile, precision, seconds)
-    steps = -(-len(train_index) // cfg["data"]["batch_size"])
+    _, module = _fused(one_epoch, arrays, split, k=k, options=options, phase_seconds=seconds)
+    steps = -(-len(split[0]) // cfg["data"]["batch_size"])
     per_param = module.net.weights[0].element_size()
     slots = 1 if cfg["optim"]["name"] == "sgd" else 2
     traffic = {"forward": 1, "backward": 2, "optimizer": 3 + 2 * slots}  # accesses per parameter
@@ -222,16 +236,21 @@ def profile(
     if torch.cuda.is_available():
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as profiler:
-        _fused(one_epoch, arrays, train_index, val_index, k, compile, precision)
+        _fused(one_epoch, arrays, split, k=k, options=options)
+    precision = options.precision
     return {
-        "way": f"profile_fused_k{k}_{precision}", "k": k, "precision": precision, "compile": compile,
-        "steps": steps, "ms_evaluate": 1e3 * seconds.pop("evaluate"),
+        "way": f"profile_fused_k{k}_{precision}",
+        "k": k,
+        "precision": precision,
+        "compile": options.compile,
+        "steps": steps,
+        "ms_evaluate": 1e3 * seconds.pop("evaluate"),
         "ms_per_step": {phase: 1e3 * s / steps for phase, s in seconds.items()},
         "param_gb_per_s": {
             phase: traffic[phase] * param_bytes * steps / s / 1e9 for phase, s in seconds.items()
         },
         "top_kernels": top_kernels(profiler, device=torch.cuda.is_available()),
-    }  # fmt: skip
+    }
 
 
 def top_kernels(
@@ -267,17 +286,34 @@ def end_to_end(
             evaluate_test=True,
             trainer=dict(cfg["trainer"], max_epochs=epochs),
             study=dict(
-                cfg["study"], name="bench", storage=f"sqlite:///{root}/optuna.db", n_trials=trials,
-                runner="fused", fused=dict(cfg["study"]["fused"], k=k), checkpoint_dir=None, timeout=timeout,
+                cfg["study"],
+                name="bench",
+                storage=f"sqlite:///{root}/optuna.db",
+                n_trials=trials,
+                runner="fused",
+                fused=dict(cfg["study"]["fused"], k=k),
+                checkpoint_dir=None,
+                timeout=timeout,
             ),
-            tracking=dict(cfg["tracking"], uri=f"sqlite:///{root}/mlflow.db", artifact_root=f"{root}/artifacts"),
+            tracking=dict(
+                cfg["tracking"],
+                uri=f"sqlite:///{root}/mlflow.db",
+                artifact_root=f"{root}/artifacts",
+            ),
             paths=dict(cfg["paths"], output_dir=f"{root}/out"),
-        )  # fmt: skip
+        )
         start = time.perf_counter()
         summary = optimize(study_cfg, arrays=arrays)
         wall = time.perf_counter() - start
     return {
-        "wall_s": wall, "trials": trials, "epochs": epochs, "k": k, "timeout_s": timeout,
-        "n_complete": summary["n_complete"], "n_pruned": summary["n_pruned"], "n_failed": summary["n_failed"],
-        "best_value": summary["best_value"], "best_test_acc": summary["best_test_acc"],
-    }  # fmt: skip
+        "wall_s": wall,
+        "trials": trials,
+        "epochs": epochs,
+        "k": k,
+        "timeout_s": timeout,
+        "n_complete": summary["n_complete"],
+        "n_pruned": summary["n_pruned"],
+        "n_failed": summary["n_failed"],
+        "best_value": summary["best_value"],
+        "best_test_acc": summary["best_test_acc"],
+    }

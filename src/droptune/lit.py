@@ -49,6 +49,17 @@ class Optim:
     momentum_ramp: MomentumRamp | None = None
 
 
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, optim: Optim, max_epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """optim.schedule as torch's scheduler, stepped once per epoch (None: a constant rate)."""
+    if optim.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs))
+    if optim.schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=optim.gamma)
+    return None
+
+
 def random_state() -> dict[str, Any]:
     """The generators dropout masks come from, saved so a resumed fit draws the masks it would
     have drawn."""
@@ -201,14 +212,9 @@ class DropoutClassifier(L.LightningModule):
             optimizer = cls(
                 params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, fused=fused
             )
-        if o.schedule == "none":
+        scheduler = make_scheduler(optimizer, o, self.trainer.max_epochs)
+        if scheduler is None:
             return optimizer
-        if o.schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=max(1, self.trainer.max_epochs)
-            )
-        else:
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=o.gamma)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},

@@ -28,8 +28,8 @@ from typing import Any
 
 import optuna
 
+from droptune.config.tune import SpaceEntry, space_entry
 from droptune.errors import ConfigError
-from droptune.schema import SpaceEntry, space_entry
 
 OPERATORS = {
     "gt": operator.gt,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from droptune.config import model_sites, validate
-from droptune.runner import load_data
+from droptune.build import model_sites
+from droptune.config import validate
+from droptune.inputs import load_data
 
 
 def sites_table(cfg: Mapping[str, Any]) -> str:

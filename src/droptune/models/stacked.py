@@ -88,6 +88,7 @@ class StackedMLP(nn.Module):
         self,
         in_dim: int,
         n_classes: int,
+        *,
         widths: Sequence[Sequence[int]],
         seeds: Sequence[int],
         input_rates: Sequence[float],

@@ -50,10 +50,20 @@ def _constrain(p: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
 
 
 def adam_update_(
-    p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
-    lr: torch.Tensor, beta1: torch.Tensor, beta2: torch.Tensor, weight_decay: torch.Tensor,
-    t: torch.Tensor, max_norm: torch.Tensor, keys: torch.Tensor, decoupled: bool, constrain: bool,
-) -> None:  # fmt: skip
+    p: torch.Tensor,
+    g: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    lr: torch.Tensor,
+    beta1: torch.Tensor,
+    beta2: torch.Tensor,
+    weight_decay: torch.Tensor,
+    t: torch.Tensor,
+    max_norm: torch.Tensor,
+    keys: torch.Tensor,
+    decoupled: bool,
+    constrain: bool,
+) -> None:
     """One Adam (decoupled: AdamW) step of a stacked parameter, then its max-norm; in place."""
     p32, g32 = p.float(), g.float()
     if decoupled:
@@ -74,10 +84,18 @@ def adam_update_(
 
 
 def sgd_update_(
-    p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor,
-    lr: torch.Tensor, momentum: torch.Tensor, weight_decay: torch.Tensor,
-    t: torch.Tensor, max_norm: torch.Tensor, keys: torch.Tensor, nesterov: bool, constrain: bool,
-) -> None:  # fmt: skip
+    p: torch.Tensor,
+    g: torch.Tensor,
+    buf: torch.Tensor,
+    lr: torch.Tensor,
+    momentum: torch.Tensor,
+    weight_decay: torch.Tensor,
+    t: torch.Tensor,
+    max_norm: torch.Tensor,
+    keys: torch.Tensor,
+    nesterov: bool,
+    constrain: bool,
+) -> None:
     """One SGD step (torch.optim.SGD's rule, dampening 0) of a stacked parameter, then its
     max-norm; in place. The buffer starts at zero, so the first step's buffer is the gradient."""
     p32 = p.float()
@@ -93,11 +111,18 @@ def sgd_update_(
 
 
 def adam_step_(
-    params: Sequence[torch.Tensor], states: Sequence[Sequence[torch.Tensor]],
-    keys: Sequence[torch.Tensor], constrained: Sequence[bool], lr: torch.Tensor,
-    beta1: torch.Tensor, beta2: torch.Tensor, weight_decay: torch.Tensor, t: torch.Tensor,
-    max_norm: torch.Tensor, decoupled: bool,
-) -> None:  # fmt: skip
+    params: Sequence[torch.Tensor],
+    states: Sequence[Sequence[torch.Tensor]],
+    keys: Sequence[torch.Tensor],
+    constrained: Sequence[bool],
+    lr: torch.Tensor,
+    beta1: torch.Tensor,
+    beta2: torch.Tensor,
+    weight_decay: torch.Tensor,
+    t: torch.Tensor,
+    max_norm: torch.Tensor,
+    decoupled: bool,
+) -> None:
     """Every parameter's Adam update, step count included: one compiled graph per step."""
     t.add_(1)
     for p, (m, v), k, constrain in zip(params, states, keys, constrained, strict=True):
@@ -107,11 +132,17 @@ def adam_step_(
 
 
 def sgd_step_(
-    params: Sequence[torch.Tensor], states: Sequence[Sequence[torch.Tensor]],
-    keys: Sequence[torch.Tensor], constrained: Sequence[bool], lr: torch.Tensor,
-    momentum: torch.Tensor, weight_decay: torch.Tensor, t: torch.Tensor, max_norm: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    states: Sequence[Sequence[torch.Tensor]],
+    keys: Sequence[torch.Tensor],
+    constrained: Sequence[bool],
+    lr: torch.Tensor,
+    momentum: torch.Tensor,
+    weight_decay: torch.Tensor,
+    t: torch.Tensor,
+    max_norm: torch.Tensor,
     nesterov: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Every parameter's SGD update, step count included: one compiled graph per step."""
     t.add_(1)
     for p, (buf,), k, constrain in zip(params, states, keys, constrained, strict=True):
@@ -159,18 +190,19 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        net, hyper = self.net, self.hyper
-        shared = (list(net.parameters()), self.state, self.keys, self.constrained, self.lr)
-        if self.name == "sgd":
-            self._step(
-                *shared, hyper["momentum"], hyper["weight_decay"], self.t, net.max_norms,
-                self.nesterov,
-            )  # fmt: skip
-        else:
-            self._step(
-                *shared, hyper["beta1"], hyper["beta2"], hyper["weight_decay"], self.t,
-                net.max_norms, self.name == "adamw",
-            )  # fmt: skip
+        sgd = self.name == "sgd"
+        rule = {"nesterov": self.nesterov} if sgd else {"decoupled": self.name == "adamw"}
+        self._step(
+            params=list(self.net.parameters()),
+            states=self.state,
+            keys=self.keys,
+            constrained=self.constrained,
+            lr=self.lr,
+            t=self.t,
+            max_norm=self.net.max_norms,
+            **{name: value for name, value in self.hyper.items() if name != "lr"},
+            **rule,
+        )
 
     def set_lr_scale(self, scale: float) -> None:
         """The schedule's factor, set once per epoch (not multiplied in every step)."""

@@ -1,5 +1,5 @@
 """From a checked config to objects: the model (with its dropout sites set), its max-norm, the
-optimizer settings. `validate` runs before any data is loaded or any trial starts."""
+optimizer settings, and the sites a config's model has."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from droptune import schema, targets
+from droptune import targets
+from droptune.config.model import USER_MODEL_KEYS
+from droptune.config.types import OWN_FAMILIES, USER_FAMILIES
 from droptune.errors import ConfigError
 from droptune.lit import MomentumRamp, Optim
 from droptune.models.nets import hidden_widths
@@ -23,13 +25,6 @@ from droptune.models.sites import (
     set_site_rates,
     swap_variant,
 )
-from droptune.schema import OWN_FAMILIES, USER_FAMILIES, USER_MODEL_KEYS
-
-
-def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A composed train/tune/bench config checked against its schema (`droptune.schema`);
-    the first problem found is raised as one ConfigError naming key, value and what is allowed."""
-    return schema.checked(cfg)
 
 
 def mlp_widths(model: Mapping[str, Any]) -> list[int]:
@@ -117,6 +112,15 @@ def model_sites(model: Mapping[str, Any], input_shape: Sequence[int], n_classes:
         own = model["family"] in OWN_FAMILIES
         layers = max_norm_layers(net, None) if own else constrained_layers(model, net)
     return ModelSites(find_sites(net), layers)
+
+
+def site_params(
+    model: Mapping[str, Any], input_shape: Sequence[int], n_classes: int
+) -> dict[str, str]:
+    """The rate and class every dropout site trains with (`site.<path>`: "0.3 Dropout"): what
+    the MLflow UI shows of a run's real dropout."""
+    found = model_sites(model, input_shape, n_classes).sites
+    return {f"site.{site.path}": f"{site.rate} {site.kind}" for site in found}
 
 
 def build_optim(optim: Mapping[str, Any]) -> Optim:

@@ -1,0 +1,109 @@
+"""Whole train, tune and bench configs: the groups together, the checks across them, and
+`checked`, the one entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import lightning as L
+from pydantic import ValidationError, model_validator
+
+from droptune import targets
+from droptune.config.adapter import config_error
+from droptune.config.data import Data
+from droptune.config.model import Model
+from droptune.config.training import Optim, Paths, Tracking, Trainer
+from droptune.config.tune import Bench, Search, Study
+from droptune.config.types import IMAGE_DATASETS, METRICS, Allowed, Group, require
+
+
+def default_metric(metric: str | None, cv: bool) -> str:
+    """study.metric, or the default: val/acc_best, or the CV mean with data.cv_folds."""
+    return metric or ("cv/acc_mean" if cv else "val/acc_best")
+
+
+class TrainConfig(Group):
+    task: Literal["train", "tune", "bench"]
+    seed: Annotated[int, Allowed("an integer")]
+    evaluate_test: bool
+    data: Data
+    model: Model
+    optim: Optim
+    trainer: Trainer
+    tracking: Tracking
+    paths: Paths
+
+    @model_validator(mode="after")
+    def _across_groups(self) -> TrainConfig:
+        data, model = self.data, self.model
+        if model.family == "cnn":
+            require(
+                data.name in (*IMAGE_DATASETS, "custom"),
+                "model",
+                "cnn",
+                f"an image dataset ({', '.join(IMAGE_DATASETS)}); data={data.name} is a table",
+            )
+        if self.evaluate_test:
+            # a user's DataModule: whether it has a test loader is known once it is built
+            has_test = data.name in ("mnist", "fashion_mnist", "custom") or data.test_fraction > 0
+            require(
+                has_test,
+                "evaluate_test",
+                True,
+                "only with a test set: data.test_fraction=0 holds none out",
+            )
+            if model.family == "lightning":
+                module = targets.resolve("model._target_", model.target)
+                require(
+                    getattr(module, "test_step", None) is not L.LightningModule.test_step,
+                    "evaluate_test",
+                    True,
+                    f"a LightningModule with a test_step: {model.target} has none",
+                )
+        return self
+
+
+class TuneConfig(TrainConfig):
+    search: Search
+    study: Study
+
+    @model_validator(mode="after")
+    def _metric(self) -> TuneConfig:
+        cv = bool(self.data.cv_folds)
+        metric = default_metric(self.study.metric, cv)
+        allowed = [m for m in METRICS if m.startswith("cv/") == cv]
+        # a user's LightningModule may log any metric of its own to optimise
+        own = self.model.family == "lightning" and not cv and metric not in METRICS
+        require(metric in allowed or own, "study.metric", metric, f"one of {', '.join(allowed)}")
+        if not own:
+            direction = METRICS[metric]
+            ok = self.study.direction == direction
+            require(ok, "study.direction", self.study.direction, f"{direction} for {metric}")
+        return self
+
+
+class BenchConfig(TuneConfig):
+    bench: Bench
+
+
+SCHEMAS: dict[str, type[TrainConfig]] = {
+    "train": TrainConfig,
+    "tune": TuneConfig,
+    "bench": BenchConfig,
+}
+
+
+def parse(cfg: Mapping[str, Any]) -> TrainConfig:
+    """The typed config of a composed train, tune or bench config; one ConfigError if not."""
+    task = cfg.get("task")
+    require(task in SCHEMAS, "task", task, f"one of {', '.join(SCHEMAS)}")
+    try:
+        return SCHEMAS[task].model_validate(cfg)
+    except ValidationError as error:
+        raise config_error(error, cfg) from None
+
+
+def checked(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A composed config, checked, as plain values with every optional key present."""
+    return parse(cfg).model_dump(by_alias=True)

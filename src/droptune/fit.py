@@ -1,0 +1,256 @@
+"""Training only: one fit of one config on one split, or k folds. No Optuna, no MLflow.
+
+What happens each epoch is handed to sinks (tracking, logging, a trial's reports) and callbacks
+(pruning); with a checkpoint path a fit saves itself every epoch and resumes from what it finds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+from droptune import data as ds
+from droptune import signals
+from droptune.build import build_model, build_optim, model_constraint
+from droptune.data.streamed import Streamed
+from droptune.inputs import Data, Split
+from droptune.lit import DropoutClassifier
+from droptune.logged import ConstraintAfterStep, LoggedMetrics, history_source
+
+log = logging.getLogger("droptune")
+EpochSink = Callable[[dict[str, float], int], None]
+FoldHook = Callable[[int, list["FitResult"]], bool]
+CONTRACT = ("train/loss", "train/acc", "train/acc_eval", "val/acc", "val/acc_best", "gap/acc")
+
+
+class EpochPublisher(L.Callback):
+    """Hands each epoch's metrics (plus its wall time) to sinks: tracking, logging, pruning."""
+
+    def __init__(self, sinks: Sequence[EpochSink]) -> None:
+        self.sinks = list(sinks)
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        signals.raise_if_received()
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = dict(
+            history_source(trainer, pl_module).history[-1],
+            **{"time/epoch_s": time.perf_counter() - self._started},
+        )
+        for sink in self.sinks:
+            sink(metrics, trainer.current_epoch)
+
+
+def log_epoch(metrics: dict[str, float], epoch: int) -> None:
+    """The console line of an epoch: droptune's metric contract, or what a user's module logged."""
+    if not all(key in metrics for key in CONTRACT):
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k != "time/epoch_s")
+        log.info("epoch %3d  %s  %.2fs", epoch, shown, metrics["time/epoch_s"])
+        return
+    log.info(
+        "epoch %3d  train/loss %.4f  train/acc %.4f (eval %.4f)  val/acc %.4f  best %.4f  gap %+.4f  %.2fs",
+        epoch,
+        metrics["train/loss"],
+        metrics["train/acc"],
+        metrics["train/acc_eval"],
+        metrics["val/acc"],
+        metrics["val/acc_best"],
+        metrics["gap/acc"],
+        metrics["time/epoch_s"],
+    )
+
+
+class EpochCheckpoint(L.Callback):
+    """Saves the fit's whole state after every epoch, atomically: a kill mid-write leaves the
+    previous checkpoint intact, so a retried trial always resumes from a readable one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staged = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(staged, weights_only=False)
+        os.replace(staged, self.path)
+
+
+@dataclass
+class FitResult:
+    module: L.LightningModule
+    history: list[dict[str, float]]
+    resumed_from_epoch: int = 0
+    test: dict[str, float] = field(default_factory=dict)
+    epoch_seconds: list[float] = field(default_factory=list)
+    device: str = "cpu"
+
+    @property
+    def final(self) -> dict[str, float]:
+        return {**self.history[-1], **self.test}
+
+
+def fit(
+    cfg: Mapping[str, Any],
+    arrays: Data,
+    train_index: np.ndarray | None,
+    val_index: np.ndarray | None,
+    *,
+    sinks: Sequence[EpochSink] = (),
+    callbacks: Sequence[L.Callback] = (),
+    evaluate_test: bool = False,
+    checkpoint: Path | None = None,
+    data_cache: dict | None = None,
+) -> FitResult:
+    """Train one model on one split; returns its per-epoch history (and test metrics if asked).
+
+    With `checkpoint`, the state is saved there after every epoch, and a fit that finds one there
+    resumes from it (a retried trial).
+    """
+    L.seed_everything(cfg["seed"], verbose=False)
+    module, own_callbacks = build_module(cfg, arrays)
+    datamodule = build_datamodule(cfg, arrays, (train_index, val_index), data_cache)
+    timer = EpochPublisher(sinks)
+    epoch_seconds: list[float] = []
+    timer.sinks.append(lambda metrics, epoch: epoch_seconds.append(metrics["time/epoch_s"]))
+    trainer = L.Trainer(
+        **cfg["trainer"],
+        logger=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=1,
+        callbacks=[
+            *own_callbacks,  # first: the others read the epoch history they keep
+            timer,
+            *callbacks,
+            *([EpochCheckpoint(checkpoint)] if checkpoint else []),
+        ],
+    )
+    resume = checkpoint if checkpoint is not None and checkpoint.exists() else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
+    source = history_source(trainer, module)
+    result = FitResult(
+        module=module,
+        history=list(source.history),
+        resumed_from_epoch=source.resumed_from_epoch,
+        epoch_seconds=epoch_seconds,
+        device=str(trainer.strategy.root_device),
+    )
+    if evaluate_test:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        result.test = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
+        }
+    return result
+
+
+def build_module(
+    cfg: Mapping[str, Any], arrays: Data
+) -> tuple[L.LightningModule, list[L.Callback]]:
+    """The fit's LightningModule and the callbacks it needs: droptune's classifier around the
+    model, or (model=lightning) the user's own module, read through LoggedMetrics."""
+    n_classes = len(arrays.classes)
+    net = build_model(cfg["model"], arrays.input_shape, n_classes, lr=cfg["optim"]["lr"])
+    constraint = model_constraint(cfg["model"], net)
+    if cfg["model"]["family"] != "lightning":
+        return DropoutClassifier(net, n_classes, build_optim(cfg["optim"]), constraint), []
+    return net, [LoggedMetrics(), *([ConstraintAfterStep(constraint)] if constraint else [])]
+
+
+def build_datamodule(
+    cfg: Mapping[str, Any], arrays: Data, split: Split, data_cache: dict | None
+) -> L.LightningDataModule:
+    d = cfg["data"]
+    train_index, val_index = split
+    if isinstance(arrays, Streamed):
+        return arrays.datamodule(train_index, val_index, d["batch_size"], cfg["seed"])
+    return ds.TensorDataModule(
+        arrays,
+        train_index,
+        val_index,
+        d["batch_size"],
+        standardize=d["standardize"],
+        seed=cfg["seed"],
+        cache=data_cache,
+        # a user's LightningModule validates one loader; droptune's own also takes the probe
+        train_probe=cfg["model"]["family"] != "lightning",
+    )
+
+
+def cv_summary(results: Sequence[FitResult]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Mean and std over folds of the final and best validation accuracy, and the mean curves."""
+    final = np.array([r.history[-1]["val/acc"] for r in results])
+    best = np.array([r.history[-1]["val/acc_best"] for r in results])
+    metrics = {
+        "cv/acc_mean": float(final.mean()),
+        "cv/acc_std": float(final.std()),
+        "cv/acc_best_mean": float(best.mean()),
+        "cv/acc_best_std": float(best.std()),
+    }
+    for key in results[0].test:
+        metrics[f"{key}_mean"] = float(np.mean([r.test[key] for r in results]))
+    epochs = min(len(r.history) for r in results)
+    curves = [
+        {k: float(np.mean([r.history[e][k] for r in results])) for k in results[0].history[e]}
+        for e in range(epochs)
+    ]
+    return metrics, curves
+
+
+@dataclass
+class Fitted:
+    """What fit_folds returns: summary metrics, each fold's result, and the fold-mean curves."""
+
+    metrics: dict[str, float]
+    folds: list[FitResult]
+    curves: list[dict[str, float]]
+
+
+def fit_folds(
+    cfg: Mapping[str, Any],
+    arrays: Data,
+    folds: Sequence[Split],
+    *,
+    sinks: Sequence[EpochSink] = (),
+    callbacks: Sequence[L.Callback] = (),
+    evaluate_test: bool = False,
+    after_fold: FoldHook | None = None,
+    checkpoint: Path | None = None,
+    data_cache: dict | None = None,
+) -> Fitted:
+    """Fit one split (live sinks see every epoch) or k folds (fold-mean curves come back).
+
+    after_fold(i, results) may return True to stop early (a pruned or failed CV trial).
+    `checkpoint` (one split only: a CV trial is refitted whole) saves and resumes the fit.
+    """
+    cross_validating = len(folds) > 1
+    results: list[FitResult] = []
+    for i, (train_index, val_index) in enumerate(folds):
+        if cross_validating:
+            log.debug("fold %d/%d", i + 1, len(folds))
+        result = fit(
+            cfg,
+            arrays,
+            train_index,
+            val_index,
+            sinks=[] if cross_validating else sinks,
+            callbacks=callbacks,
+            evaluate_test=evaluate_test,
+            checkpoint=None if cross_validating else checkpoint,
+            data_cache=data_cache,
+        )
+        results.append(result)
+        if after_fold is not None and after_fold(i, results):
+            break
+    if not cross_validating:
+        return Fitted(results[0].final, results, [])
+    metrics, curves = cv_summary(results)
+    return Fitted(metrics, results, curves)

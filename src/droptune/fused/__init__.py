@@ -1,0 +1,12 @@
+"""The fused runner: K trials trained in one fit, their parameters stacked along a member axis.
+
+Small dropout-study MLPs leave a GPU nearly idle one at a time; stacked, one step updates every
+member with batched matmuls. A group shares what one fit must: model family (MLP), depth, a width
+band, activation, optimizer and schedule, batch size and epochs. Everything else a trial samples is
+per member: widths, dropout placement, variant and rates at every site, lr, momentum, weight decay,
+max-norm c, initialisation, data order and dropout masks. Pruned or failed members leave the group
+at the end of an epoch, and the stacked tensors shrink with them.
+
+grouping (which trials share a fit) -> fit (one group's fit: `train_group`) -> module (the
+LightningModule of a group) + checkpoint (a member's own state) -> runner (groups to outcomes).
+"""

@@ -1,0 +1,93 @@
+"""Which trials can train together, and what each one is inside its group."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from droptune.build import mlp_widths
+from droptune.config import validate
+from droptune.fused.checkpoint import MemberCheckpoint
+from droptune.models.stacked import FUSED_VARIANTS
+
+GROUP_KEYS = (
+    ("model", "activation"),
+    ("optim", "name"),
+    ("optim", "nesterov"),
+    ("optim", "schedule"),
+    ("data", "batch_size"),
+    ("data", "standardize"),
+    ("trainer", "max_epochs"),
+)
+
+
+def _value_at(config: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """None for a key the config's variant does not have (Adam has no nesterov)."""
+    for key in path:
+        config = config.get(key) if isinstance(config, Mapping) else None
+    return config
+
+
+def _valid(config: Mapping[str, Any]) -> bool:
+    try:
+        validate(config)
+    except ValueError:
+        return False
+    return True
+
+
+def fusable(config: Mapping[str, Any], n_folds: int) -> bool:
+    """MLP trials on one split with a variant the stacked model implements (others run alone);
+    rates set by site glob are the standard runner's (the stacked model has no module paths).
+    A config that does not validate runs alone too, where its fit fails it saying why."""
+    return (
+        _valid(config)
+        and config["model"]["family"] == "mlp"
+        and n_folds == 1
+        and not config["model"]["dropout"]["sites"]
+        and config["model"]["dropout"]["variant"] in FUSED_VARIANTS
+        and config["optim"]["momentum_ramp"] is None
+    )
+
+
+def group_key(config: Mapping[str, Any]) -> tuple:
+    """Members of one fit: same depth and shared settings, and widest layers within a factor of two
+    (a power-of-two band), so padding to the group's widest at most doubles a member's work."""
+    widths = mlp_widths(config["model"])
+    band = math.ceil(math.log2(max(widths)))
+    return (len(widths), band, *(_value_at(config, path) for path in GROUP_KEYS))
+
+
+def member_seed(seed: int, trial_number: int) -> int:
+    """Each member its own streams, the same whichever group it trains in."""
+    return seed * 1_000_003 + trial_number
+
+
+def member_checkpoint_path(trial_checkpoint: Path | None) -> Path | None:
+    """Beside where the standard runner would keep the trial's checkpoint (same lineage)."""
+    return trial_checkpoint.with_name("fused.pt") if trial_checkpoint is not None else None
+
+
+@dataclass
+class Member:
+    """One trial inside a group: its config, where its state is saved, and what it resumes from."""
+
+    index: int  # position in the runner's input list
+    config: dict[str, Any]
+    seed: int
+    checkpoint: Path | None = None
+    resume: MemberCheckpoint | None = None
+
+    @property
+    def start_epoch(self) -> int:
+        return self.resume.epoch if self.resume else 0
+
+    @property
+    def hidden_rates(self) -> list[float]:
+        """One rate per hidden layer, as the stacked model takes them."""
+        hidden = self.config["model"]["dropout"]["hidden"]
+        depth = len(mlp_widths(self.config["model"]))
+        return [float(r) for r in hidden] if isinstance(hidden, list) else [float(hidden)] * depth

@@ -1,0 +1,260 @@
+"""A group of trials as one LightningModule: manual optimization over stacked parameters."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import lightning as L
+import torch
+
+from droptune import signals
+from droptune.build import build_optim, mlp_widths
+from droptune.fused.checkpoint import member_slices, restore, snapshot
+from droptune.fused.grouping import Member
+from droptune.lit import make_scheduler
+from droptune.models.stacked import (
+    StackedMLP,
+    compiled,
+    member_keys,
+    stacked_cross_entropy,
+    uniform,
+)
+from droptune.models.stacked_optim import StackedOptimizer
+
+# Lightning's per-batch machinery costs host time comparable to a whole small step (~0.4 ms on a
+# 2-core CPU), so one Lightning batch of a fused fit is this many training steps
+STEPS_PER_BATCH = 16
+EpochReport = Callable[[int, list[dict[str, float]]], list[bool]]
+
+
+class StepChunks:
+    """The dataloader of a fused fit: (first, end) step numbers of a run of STEPS_PER_BATCH
+    steps; the module gathers each member's batch."""
+
+    def __init__(self, n_steps: int) -> None:
+        self.n_steps = n_steps
+
+    def __len__(self) -> int:
+        return -(-self.n_steps // STEPS_PER_BATCH)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, self.n_steps, STEPS_PER_BATCH):
+            yield start, min(start + STEPS_PER_BATCH, self.n_steps)
+
+
+def forward_losses(
+    net: StackedMLP, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member mean loss (K,) and correct count (K,) of a stacked batch: the part of a step
+    that torch.compile fuses (masks generated in the kernels that use them)."""
+    logits = net(x.to(net.weights[0].dtype))
+    return stacked_cross_entropy(logits, y), (logits.argmax(-1) == y).sum(1)
+
+
+class FusedClassifier(L.LightningModule):
+    """Trains every member one step per batch; reports each epoch's per-member metrics."""
+
+    def __init__(
+        self,
+        net: StackedMLP,
+        members: list[Member],
+        tensors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        *,
+        batch_size: int,
+        report: EpochReport,
+        compile: bool = False,
+        phase_seconds: dict[str, float] | None = None,
+        checkpoint_interval: float | None = None,
+    ) -> None:
+        """`phase_seconds`, if given, accumulates the seconds of each phase of a step (forward,
+        backward, optimizer) and of evaluation, the device synchronised around each: a profile.
+        `checkpoint_interval`: save each member's state at the first epoch end this many seconds
+        after the last save (members without a checkpoint path are not saved).
+
+        Members resuming from a checkpoint all start at the same epoch (the runner groups them
+        so); the fit then runs the remaining epochs and numbers them from there."""
+        super().__init__()
+        self.phase_seconds = phase_seconds
+        self.automatic_optimization = False
+        self.net, self.members, self.tensors = net, list(members), tensors
+        self.batch_size, self.report, self.compile = batch_size, report, compile
+        (self.epoch_offset,) = {m.start_epoch for m in members}
+        self.histories = [list(m.resume.history) if m.resume else [] for m in members]
+        self.best = torch.tensor(
+            [max((h["val/acc"] for h in hist), default=-math.inf) for hist in self.histories]
+        )
+        self.checkpoint_interval = checkpoint_interval
+        self._saved_at = time.monotonic()
+        self.optimizer: StackedOptimizer | None = None
+        self.forward_losses = compiled(forward_losses) if compile else forward_losses
+        self._epoch_start = 0.0
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        if self.phase_seconds is None:
+            yield
+            return
+        synchronize = torch.cuda.synchronize if self.net.seeds.is_cuda else lambda: None
+        synchronize()
+        start = time.perf_counter()
+        yield
+        synchronize()
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def configure_optimizers(self) -> None:
+        optim = self.members[0].config["optim"]
+        configs = [m.config["optim"] for m in self._rows]
+        self.optimizer = StackedOptimizer(self.net, optim["name"], configs, self.compile)
+        # The group's shared schedule, from torch's schedulers: they drive a stand-in optimizer
+        # (the stacked optimizer is not a torch.optim.Optimizer), whose lr is the epoch's factor.
+        self._factor = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        total = self.epoch_offset + self.trainer.max_epochs
+        self._schedule = make_scheduler(self._factor, build_optim(optim), total)
+        for _ in range(self.epoch_offset):
+            self._next_epochs_factor()
+
+    def _next_epochs_factor(self) -> None:
+        if self._schedule is not None:
+            self._factor.step()  # a no-op (no gradients); torch expects it before the schedule's
+            self._schedule.step()
+
+    def on_fit_start(self) -> None:
+        """Resumed members' saved rows (copies of a member too) into the fresh stacked tensors."""
+        for i, member in enumerate(self._rows):
+            if member.resume:
+                restore(self.net, self.optimizer, self._slices(i), member.resume)
+
+    @property
+    def _rows(self) -> list[Member]:
+        """The members as the stacked tensors hold them (train_group: a compiled group of one
+        holds its member twice)."""
+        return self.members + self.members[:1] * (len(self.net.seeds) - len(self.members))
+
+    def _slices(self, i: int) -> list[tuple]:
+        return member_slices(self.net, i, mlp_widths(self._rows[i].config["model"]))
+
+    def _save_members(self) -> None:
+        """Each surviving member's own state, atomically: a retried trial resumes from it."""
+        for i, member in enumerate(self.members):
+            if member.checkpoint is not None:
+                state = snapshot(self.net, self.optimizer, self._slices(i), self.histories[i])
+                state.save(member.checkpoint)
+        self._saved_at = time.monotonic()
+
+    def train_dataloader(self) -> StepChunks:
+        n = len(self.tensors["train"][1])
+        return StepChunks(-(-n // self.batch_size))
+
+    def on_train_epoch_start(self) -> None:
+        signals.raise_if_received()
+        x, _ = self.tensors["train"]
+        keys = member_keys(self.net.seeds, 1_000_000 + self.epoch_offset + self.current_epoch)
+        self.order = torch.argsort(uniform(keys, len(x)), dim=1)  # each member's own shuffle
+        self._sums = torch.zeros(2, len(self._rows), device=x.device)  # loss sum, correct count
+        self._seen = 0
+        self._epoch_start = time.perf_counter()
+        if self._schedule is not None:
+            self.optimizer.set_lr_scale(self._factor.param_groups[0]["lr"])
+
+    def training_step(self, steps: tuple[int, int], batch_idx: int) -> None:
+        for step in range(*steps):
+            self._train_step(step)
+
+    def _train_step(self, step: int) -> None:
+        x, y = self.tensors["train"]
+        index = self.order[:, step * self.batch_size : (step + 1) * self.batch_size]
+        with self._phase("forward"):
+            losses, correct = self.forward_losses(self.net, x[index], y[index])
+        for p in self.net.parameters():
+            p.grad = None
+        with self._phase("backward"):
+            losses.sum().backward()  # members are independent: each gets its own gradient
+        with self._phase("optimizer"):
+            self.optimizer.step()  # and each member's max-norm, in the same pass
+        self.net.step += 1
+        with torch.no_grad():
+            self._sums[0] += losses.detach() * index.shape[1]
+            self._sums[1] += correct
+        self._seen += index.shape[1]
+
+    @torch.no_grad()
+    def _evaluate(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member (loss, accuracy) on a resident split, dropout off, in memory-bounded chunks."""
+        self.net.eval()
+        x, y = self.tensors[part]
+        k = len(self._rows)
+        chunk = max(256, 2**22 // max(1, k * max(w.shape[1] for w in self.net.weights)))
+        loss = torch.zeros(k, device=x.device)
+        correct = torch.zeros(k, device=x.device)
+        for start in range(0, len(y), chunk):
+            xb, yb = x[start : start + chunk], y[start : start + chunk]
+            chunk_loss, chunk_correct = self.forward_losses(
+                self.net, xb.expand(k, *xb.shape), yb.expand(k, -1)
+            )
+            loss += chunk_loss * len(yb)
+            correct += chunk_correct
+        self.net.train()
+        return loss / len(y), correct / len(y)
+
+    def _epoch_metrics(self) -> list[dict[str, float]]:
+        """Each member's epoch in droptune's metric contract (one host sync for all of them)."""
+        with self._phase("evaluate"):
+            val_loss, val_acc = self._evaluate("val")
+            _, probe_acc = self._evaluate("train_probe")
+        n = len(self.members)  # the rows after them copy a member
+        train = (self._sums[:, :n] / self._seen).cpu()
+        val_loss, val_acc, probe_acc = (t[:n].cpu() for t in (val_loss, val_acc, probe_acc))
+        self.best = torch.maximum(self.best, val_acc)
+        seconds = (time.perf_counter() - self._epoch_start) / n
+        metrics = [
+            {
+                "train/loss": float(train[0, i]),
+                "train/acc": float(train[1, i]),
+                "train/acc_eval": float(probe_acc[i]),
+                "val/loss": float(val_loss[i]),
+                "val/acc": float(val_acc[i]),
+                "val/acc_best": float(self.best[i]),
+                "gap/acc": float(probe_acc[i] - val_acc[i]),
+                "time/trial_epoch_s": seconds,
+            }
+            for i in range(n)
+        ]
+        last = self.current_epoch + 1 == self.trainer.max_epochs
+        if last and self.members[0].config["evaluate_test"] and "test" in self.tensors:
+            test_loss, test_acc = (t[:n].cpu() for t in self._evaluate("test"))
+            for i, m in enumerate(metrics):  # reported with the trial, never selected on
+                m.update({"test/loss": float(test_loss[i]), "test/acc": float(test_acc[i])})
+        return metrics
+
+    def on_train_epoch_end(self) -> None:
+        metrics = self._epoch_metrics()
+        for history, m in zip(self.histories, metrics, strict=True):
+            history.append(m)
+        keep = self.report(self.epoch_offset + self.current_epoch, metrics)
+        self._next_epochs_factor()
+        if not all(keep):
+            self._keep(keep)
+        if not self.members:
+            self.trainer.should_stop = True
+        elif (
+            self.checkpoint_interval is not None
+            and self.current_epoch + 1 < self.trainer.max_epochs  # the last one ends the trials
+            and time.monotonic() - self._saved_at >= self.checkpoint_interval
+        ):
+            self._save_members()
+
+    def _keep(self, keep: Sequence[bool]) -> None:
+        """Pruned or failed members leave: the stacked tensors shrink to the survivors."""
+        survivors = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
+        self.members = [m for m, k in zip(self.members, keep, strict=True) if k]
+        self.histories = [h for h, k in zip(self.histories, keep, strict=True) if k]
+        self.best = self.best[survivors]
+        if self.members:
+            if self.compile and len(survivors) == 1:
+                survivors = survivors.repeat(2)  # as train_group holds a compiled group of one
+            on_device = survivors.to(self.net.seeds.device)
+            self.net.keep(on_device, narrow_branches=not self.compile)
+            self.optimizer.keep(on_device)

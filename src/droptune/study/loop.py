@@ -1,0 +1,289 @@
+"""The ask/tell loop: start or resume a study, then ask trials in batches of the runner's capacity
+until the total budget is used, telling each trial the moment it ends.
+
+A runner that trains K trials in one fit plugs in without changing the loop. Every trial beats
+from its ask on (study/storage.py), so one whose worker dies at any point is failed and queued
+again with its parameters; Ctrl-C or SIGTERM queues this worker's own open trials again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from droptune import plots
+from droptune.build import model_sites
+from droptune.config import validate
+from droptune.config.tune import SpaceEntry
+from droptune.data import Arrays
+from droptune.fused.fit import GroupOptions
+from droptune.fused.runner import FusedRunner
+from droptune.inputs import load_data, splits
+from droptune.optuna_internals import BatchAskStorage, storage_of, trial_id_of
+from droptune.quiet import quiet_libraries
+from droptune.search import apply, hydra_overrides, parse_space, suggest, with_sites
+from droptune.study.budget import budget_used, finished_line, log_progress, summary
+from droptune.study.resume import open_study, parent_run_id, study_metric
+from droptune.study.samplers import AskTellGridSampler, make_pruner, make_sampler
+from droptune.study.storage import (
+    Heartbeat,
+    StaleTrialHandler,
+    existing_trials,
+    fail_stale,
+    make_storage,
+)
+from droptune.tracking import StudyTracking, Tracker, mask_url
+from droptune.trials.lifecycle import TrialContext, TrialLifecycle, TrialSpec
+from droptune.trials.standard import StandardRunner
+
+log = logging.getLogger("droptune")
+# Which process ran a trial: host, pid and, under SLURM, the job (array) id.
+WORKER = ":".join(
+    filter(None, [socket.gethostname(), str(os.getpid()), os.environ.get("SLURM_JOB_ID")])
+)
+NOT_RETRAIN_KEYS = ("study", "search", "hydra", "~hydra", "paths.output_dir")
+
+
+@dataclass
+class OpenStudy:
+    """A started or resumed study and everything its loop reads."""
+
+    cfg: dict[str, Any]
+    study: optuna.Study
+    sampler: optuna.samplers.BaseSampler
+    stale: StaleTrialHandler
+    tracking: StudyTracking
+    parent: str
+    space: Mapping[str, SpaceEntry]
+    n_folds: int
+    retrain_base: list[str]
+
+
+def retrain_base(choices: Mapping[str, Any], cli_overrides: Sequence[str]) -> list[str]:
+    """The tune command's own choices and overrides that `make train` needs to rebuild a trial."""
+    groups = [
+        f"{g}={choices[g]}"
+        for g in ("data", "model", "optim", "trainer", "experiment")
+        if choices.get(g)
+    ]
+    chosen = {g.split("=")[0] for g in groups}
+    kept = [
+        o
+        for o in cli_overrides
+        if not o.lstrip("+~").startswith(NOT_RETRAIN_KEYS) and o.split("=")[0] not in chosen
+    ]
+    return groups + kept
+
+
+def optimize(
+    cfg: Mapping[str, Any],
+    choices: Mapping[str, Any] | None = None,
+    cli_overrides: Sequence[str] = (),
+    arrays: Arrays | None = None,
+) -> dict[str, Any]:
+    """Start or resume the study the config describes; returns the summary (also summary.json).
+
+    `arrays` replaces loading data.name (a benchmark's synthetic data, a library caller's own).
+    """
+    quiet_libraries()
+    cfg = validate(cfg)
+    arrays = arrays if arrays is not None else load_data(cfg)
+    folds = splits(cfg, arrays)
+    opened = _open(cfg, arrays, len(folds), retrain_base(choices or {}, cli_overrides))
+    lifecycle = TrialLifecycle(opened.tracking, cfg["study"]["name"])
+    runner = _runner(cfg, TrialContext(arrays, folds, study_metric(cfg), lifecycle))
+    error: BaseException | None = None
+    try:
+        _loop(opened, runner)
+    except BaseException as caught:
+        error = caught
+        raise
+    finally:
+        try:
+            output_dir = Path(cfg["paths"]["output_dir"])
+            plots.log_study_plots(opened.study, opened.tracking, output_dir / "plots")
+        except Exception:  # a plot must never cost the study's result
+            log.warning("study plots failed", exc_info=True)
+        opened.tracking.close_parent(error)
+    result = summary(opened.study, opened.parent, opened.tracking)
+    out = Path(cfg["paths"]["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _open(cfg: dict[str, Any], arrays: Arrays, n_folds: int, base: list[str]) -> OpenStudy:
+    """The study (created or resumed, fingerprint checked), its sampler and its MLflow parent."""
+    s, t = cfg["study"], cfg["tracking"]
+    found = model_sites(cfg["model"], arrays.input_shape, len(arrays.classes)).sites
+    raw_space = with_sites(cfg["search"], [site.path for site in found])
+    space = parse_space(raw_space, cfg)
+    tracking = StudyTracking(Tracker(t["uri"], t["experiment"], t["artifact_root"]))
+    stale = StaleTrialHandler(
+        s["max_retry"],
+        lambda dead: tracking.close_dead_trial(
+            dead.user_attrs.get("mlflow_run_id"), "worker stopped sending heartbeats (killed?)"
+        ),
+    )
+    storage = make_storage(s, stale)
+    sampler = make_sampler(s, space, cfg["seed"] + existing_trials(storage, s["name"]))
+    pruner = make_pruner(s, n_folds if n_folds > 1 else cfg["trainer"]["max_epochs"])
+    study, created = open_study(cfg, raw_space, storage, sampler, pruner)
+    info = {
+        "study.name": s["name"],
+        "study.storage": mask_url(s["storage"]),
+        "study.sampler": s["sampler"],
+        "study.pruner": s["pruner"],
+        "study.metric": study_metric(cfg),
+        "study.direction": s["direction"],
+        "study.n_trials": s["n_trials"],
+        "fingerprint": study.user_attrs["fingerprint"],
+        "search.name": cfg["search"]["name"],
+    }
+    parent = tracking.open_parent(s["name"], parent_run_id(study, created), created, info)
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    space_json = json.dumps(raw_space, indent=2, default=str)
+    tracking.tracker.client.log_text(parent, space_json, "search_space.json")
+    log.info(
+        "study %s: %d of %d trials used; %s",
+        s["name"],
+        budget_used(study),
+        s["n_trials"],
+        mask_url(s["storage"]),
+    )
+    return OpenStudy(cfg, study, sampler, stale, tracking, parent, space, n_folds, base)
+
+
+def _runner(cfg: Mapping[str, Any], context: TrialContext) -> StandardRunner | FusedRunner:
+    """study.runner's runner; the fused one stacks droptune's MLP over resident tensors only."""
+    s = cfg["study"]
+    if s["runner"] != "fused":
+        return StandardRunner(context)
+    if cfg["model"]["family"] != "mlp" or not isinstance(context.arrays, Arrays):
+        log.info(
+            "study.runner=fused trains droptune's MLP on resident data only: "
+            "model=%s on data=%s runs on the standard runner",
+            cfg["model"]["family"],
+            cfg["data"]["name"],
+        )
+        return StandardRunner(context)
+    fused = s["fused"]
+    options = GroupOptions(
+        compile=fused["compile"],
+        precision=fused["precision"],
+        checkpoint_interval=fused["checkpoint_interval"],
+    )
+    return FusedRunner(context, capacity=fused["k"], options=options)
+
+
+def _room(opened: OpenStudy, waited: bool) -> int | None:
+    """How many trials this worker may ask now: None when the study is done, 0 while the budget
+    is taken but others' trials still run (they may die and be queued again for us)."""
+    s, study = opened.cfg["study"], opened.study
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    if isinstance(opened.sampler, AskTellGridSampler) and opened.sampler.is_exhausted(study):
+        return None
+    # queued retries are counted already: they are run, not added
+    room = s["n_trials"] - budget_used(study) + states.count(TrialState.WAITING)
+    if room > 0:
+        return room
+    if TrialState.RUNNING not in states:
+        return None
+    if not waited:
+        log.info("budget taken; waiting for %d running trial(s)", states.count(TrialState.RUNNING))
+    return 0
+
+
+def _loop(opened: OpenStudy, runner: StandardRunner | FusedRunner) -> None:
+    s, study = opened.cfg["study"], opened.study
+    stop_at = time.monotonic() + s["timeout"] if s["timeout"] else float("inf")
+    waited = False
+    while time.monotonic() < stop_at:
+        fail_stale(study, s["grace_period"], opened.stale)
+        room = _room(opened, waited)
+        if room is None:
+            return
+        if room == 0:
+            waited = True
+            time.sleep(s["heartbeat_interval"])
+            continue
+        asked: list[optuna.Trial] = []
+        batch: list[TrialSpec] = []
+        # a trial beats from its ask on, so that one whose worker dies at any point is retried
+        with Heartbeat(storage_of(study), s["heartbeat_interval"]) as heartbeat:
+            try:
+                batch = _ask_batch(opened, heartbeat, asked, min(room, runner.capacity))
+                if batch:
+                    runner.run(batch)  # it tells each trial's end as it happens
+            except BaseException:
+                _requeue_interrupted(study, asked, opened.stale)
+                raise
+        if not batch:
+            return
+        trials = study.get_trials(deepcopy=False)  # once per batch: each read reloads
+        metric = study_metric(opened.cfg)
+        for spec in batch:  # every running trial from the storage
+            line = finished_line(study, trials, trials[spec.trial.number], metric, s["n_trials"])
+            log.info("%s", line)
+        log_progress(study, trials, opened.tracking, max(spec.trial.number for spec in batch))
+
+
+def _ask_batch(
+    opened: OpenStudy, heartbeat: Heartbeat, asked: list[optuna.Trial], size: int
+) -> list[TrialSpec]:
+    """Up to `size` sampled trials, each beating from its ask on and appended to `asked` at once
+    (so an interrupt can queue it again). Stops at a trial that another worker's ask made over
+    the budget: that one is failed, not run."""
+    cfg, study = opened.cfg, opened.study
+    n_trials, storage = cfg["study"]["n_trials"], storage_of(study)
+    batch = []
+    with storage.batch() if isinstance(storage, BatchAskStorage) else nullcontext():
+        for _ in range(size):
+            trial = study.ask()
+            asked.append(trial)
+            heartbeat.add(trial_id_of(trial))
+            # only trials numbered below it count before it: a low number needs no read
+            if trial.number >= n_trials and budget_used(study, trial.number) >= n_trials:
+                trial.set_user_attr("over_budget", True)  # another worker took the last slot
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            overrides = suggest(trial, opened.space)
+            config = apply(cfg, overrides)
+            hydra = hydra_overrides(config, overrides)
+            trial.set_user_attr("overrides", [*opened.retrain_base, *hydra])
+            trial.set_user_attr("worker", WORKER)
+            batch.append(TrialSpec(trial, config, _checkpoint(opened, trial)))
+    return batch
+
+
+def _checkpoint(opened: OpenStudy, trial: optuna.Trial) -> Path | None:
+    """Per-trial checkpoint path; a retry uses the one of the trial it retries (its lineage)."""
+    folder = opened.cfg["study"]["checkpoint_dir"]
+    if not folder or opened.n_folds > 1:
+        return None
+    attrs = storage_of(opened.study).get_trial_system_attrs(trial_id_of(trial))
+    return Path(folder) / f"trial_{attrs.get('failed_trial', trial.number)}" / "last.ckpt"
+
+
+def _requeue_interrupted(
+    study: optuna.Study, asked: Sequence[optuna.Trial], stale: StaleTrialHandler
+) -> None:
+    """Ctrl-C / SIGTERM while a batch is asked, run or told: fail its running trials (not
+    counted) and queue them again."""
+    storage = storage_of(study)  # one trial a read: a study read reloads every running trial
+    for trial in asked:
+        if storage.get_trial(trial_id_of(trial)).state == TrialState.RUNNING:
+            trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=TrialState.FAIL)
+            stale(study, storage.get_trial(trial_id_of(trial)))
