@@ -45,11 +45,13 @@ format: ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: ## the whole test suite (offline, CPU), as CI runs it
-	$(PY) -m pytest -q
+PYTEST := $(PY) -m pytest -q
 
-test-fast: ## the suite without the tests marked slow
-	$(PY) -m pytest -q -m "not slow"
+test: ## the whole test suite (offline, CPU), as CI runs it
+	$(PYTEST)
+
+test-fast: ## the suite without the slow, cluster (postgres, slurm) and compiled tests
+	$(PYTEST) -m "not slow and not postgres and not slurm and not compiled"
 
 train: ## train one config: make train ARGS="data=fashion_mnist model.dropout.hidden=0.5"
 	$(PY) pipelines/train.py $(ARGS)

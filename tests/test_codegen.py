@@ -20,6 +20,7 @@ from droptune.models.stacked import StackedMLP, compiled
 from droptune.models.stacked_optim import StackedOptimizer
 
 triton = pytest.importorskip("triton")
+pytestmark = pytest.mark.compiled
 
 
 @pytest.fixture

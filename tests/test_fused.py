@@ -346,6 +346,7 @@ def test_a_diverging_member_fails_and_its_group_goes_on(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.compiled
 def test_compiled_steps_equal_eager_steps(tmp_path):
     """torch.compile fuses masks, optimizer and max-norm into few kernels; the maths is unchanged."""
     cfgs = [config(tmp_path, "optim=adam", *[o for o in m if "momentum" not in o]) for m in MEMBERS]
@@ -363,6 +364,7 @@ def test_compiled_steps_equal_eager_steps(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.compiled
 def test_groups_of_any_size_and_width_reuse_the_first_groups_graphs(tmp_path):
     """A compile costs seconds to a minute per function, a large part of a short study: other
     sizes and widths, members leaving down to one, and a group of one reuse the first group's
