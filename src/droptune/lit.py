@@ -60,6 +60,20 @@ def make_scheduler(
     return None
 
 
+def lr_factors(optim: Optim, max_epochs: int) -> list[float]:
+    """Each epoch's learning-rate factor under optim.schedule, from torch's own schedulers, for
+    an optimizer that is not a torch one (the fused runner's): they drive a stand-in at lr 1."""
+    stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = make_scheduler(stand_in, optim, max_epochs)
+    factors = []
+    for _ in range(max_epochs):
+        factors.append(stand_in.param_groups[0]["lr"])
+        if scheduler is not None:
+            stand_in.step()  # a no-op (no gradients); torch expects it before the schedule's
+            scheduler.step()
+    return factors
+
+
 def random_state() -> dict[str, Any]:
     """The generators dropout masks come from, saved so a resumed fit draws the masks it would
     have drawn."""

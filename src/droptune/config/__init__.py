@@ -10,6 +10,5 @@ file of its group sets is required here, and the schema defaults only what no gr
 """
 
 from droptune.config.whole import checked as validate
-from droptune.config.whole import parse
 
-__all__ = ["parse", "validate"]
+__all__ = ["validate"]

@@ -14,7 +14,7 @@ from droptune import signals
 from droptune.build import build_optim, mlp_widths
 from droptune.fused.checkpoint import member_slices, restore, snapshot
 from droptune.fused.grouping import Member
-from droptune.lit import make_scheduler
+from droptune.lit import lr_factors
 from droptune.models.stacked import (
     StackedMLP,
     compiled,
@@ -108,18 +108,9 @@ class FusedClassifier(L.LightningModule):
         optim = self.members[0].config["optim"]
         configs = [m.config["optim"] for m in self._rows]
         self.optimizer = StackedOptimizer(self.net, optim["name"], configs, self.compile)
-        # The group's shared schedule, from torch's schedulers: they drive a stand-in optimizer
-        # (the stacked optimizer is not a torch.optim.Optimizer), whose lr is the epoch's factor.
-        self._factor = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        # the group's shared schedule, one factor per epoch of the whole fit (resumed included)
         total = self.epoch_offset + self.trainer.max_epochs
-        self._schedule = make_scheduler(self._factor, build_optim(optim), total)
-        for _ in range(self.epoch_offset):
-            self._next_epochs_factor()
-
-    def _next_epochs_factor(self) -> None:
-        if self._schedule is not None:
-            self._factor.step()  # a no-op (no gradients); torch expects it before the schedule's
-            self._schedule.step()
+        self._lr_factors = lr_factors(build_optim(optim), total)
 
     def on_fit_start(self) -> None:
         """Resumed members' saved rows (copies of a member too) into the fresh stacked tensors."""
@@ -156,8 +147,7 @@ class FusedClassifier(L.LightningModule):
         self._sums = torch.zeros(2, len(self._rows), device=x.device)  # loss sum, correct count
         self._seen = 0
         self._epoch_start = time.perf_counter()
-        if self._schedule is not None:
-            self.optimizer.set_lr_scale(self._factor.param_groups[0]["lr"])
+        self.optimizer.set_lr_scale(self._lr_factors[self.epoch_offset + self.current_epoch])
 
     def training_step(self, steps: tuple[int, int], batch_idx: int) -> None:
         for step in range(*steps):
@@ -234,7 +224,6 @@ class FusedClassifier(L.LightningModule):
         for history, m in zip(self.histories, metrics, strict=True):
             history.append(m)
         keep = self.report(self.epoch_offset + self.current_epoch, metrics)
-        self._next_epochs_factor()
         if not all(keep):
             self._keep(keep)
         if not self.members:

@@ -33,7 +33,7 @@ from droptune.inputs import load_data, splits
 from droptune.optuna_internals import BatchAskStorage, storage_of, trial_id_of
 from droptune.quiet import quiet_libraries
 from droptune.search import apply, hydra_overrides, parse_space, suggest, with_sites
-from droptune.study.budget import budget_used, finished_line, log_progress, summary
+from droptune.study.budget import budget_of, budget_used, finished_line, log_progress, summary
 from droptune.study.resume import open_study, parent_run_id, study_metric
 from droptune.study.samplers import AskTellGridSampler, make_pruner, make_sampler
 from droptune.study.storage import (
@@ -191,11 +191,12 @@ def _room(opened: OpenStudy, waited: bool) -> int | None:
     """How many trials this worker may ask now: None when the study is done, 0 while the budget
     is taken but others' trials still run (they may die and be queued again for us)."""
     s, study = opened.cfg["study"], opened.study
-    states = [t.state for t in study.get_trials(deepcopy=False)]
     if isinstance(opened.sampler, AskTellGridSampler) and opened.sampler.is_exhausted(study):
         return None
+    trials = study.get_trials(deepcopy=False)  # one read: each reloads every running trial
+    states = [t.state for t in trials]
     # queued retries are counted already: they are run, not added
-    room = s["n_trials"] - budget_used(study) + states.count(TrialState.WAITING)
+    room = s["n_trials"] - budget_of(trials) + states.count(TrialState.WAITING)
     if room > 0:
         return room
     if TrialState.RUNNING not in states:
