@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -16,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from droptune.study.budget import budget_used, counts_toward_budget
-from tests.helpers import REPO
+from tests.helpers import REPO, compose_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -254,4 +255,10 @@ def test_sqlite_shared_by_two_processes_waits_for_its_lock(tmp_path):
     workers = Workers(tmp_path, "lite", storage, None, *FAST, "study.n_trials=6")
     workers.start(2)
     workers.wait()
-    workers.check_budget(6)
+    study = workers.check_budget(6)
+    # a worker that waited for the other's last trial exited soon after it, not a heartbeat later
+    last_end = max(t.datetime_complete for t in study.trials)
+    heartbeat = compose_config(*workers.overrides, config_name="tune")["study"][
+        "heartbeat_interval"
+    ]
+    assert (datetime.now() - last_end).total_seconds() < heartbeat / 2

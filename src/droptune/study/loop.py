@@ -48,6 +48,10 @@ from droptune.trials.lifecycle import TrialContext, TrialLifecycle, TrialSpec
 from droptune.trials.standard import StandardRunner
 
 log = logging.getLogger("droptune")
+
+# a worker whose budget is taken looks again this often (a heartbeat apart at most): it exits
+# soon after the last trial ends, and one read per poll is all a waiting worker costs
+WAIT_POLL_S = 2.0
 # Which process ran a trial: host, pid and, under SLURM, the job (array) id.
 WORKER = ":".join(
     filter(None, [socket.gethostname(), str(os.getpid()), os.environ.get("SLURM_JOB_ID")])
@@ -217,7 +221,7 @@ def _loop(opened: OpenStudy, runner: StandardRunner | FusedRunner) -> None:
             return
         if room == 0:
             waited = True
-            time.sleep(s["heartbeat_interval"])
+            time.sleep(min(s["heartbeat_interval"], WAIT_POLL_S))
             continue
         asked: list[optuna.Trial] = []
         batch: list[TrialSpec] = []
