@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from optuna.trial import TrialState
 
 from droptune.study.budget import budget_used, counts_toward_budget
 from tests.helpers import REPO, compose_config
+from tests.launch import Launched
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -56,20 +55,14 @@ class Workers:
             f"paths.root_dir={tmp_path}", f"study.name={name}", *overrides,
         ]  # fmt: skip
         self.overrides = [o for o in self.overrides if o]
-        self.processes: list[subprocess.Popen] = []
+        self.processes: list[Launched] = []
 
-    def start(self, n: int = 1, *extra: str) -> list[subprocess.Popen]:
+    def start(self, n: int = 1, *extra: str) -> list[Launched]:
         started = []
         for _ in range(n):
-            log = (self.tmp_path / f"worker-{len(self.processes) + len(started)}.log").open("w")
-            started.append(
-                subprocess.Popen(
-                    [sys.executable, str(REPO / "pipelines" / "tune.py"), *self.overrides, *extra],
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
-            )
+            log = self.tmp_path / f"worker-{len(self.processes) + len(started)}.log"
+            tune = [str(REPO / "pipelines" / "tune.py"), *self.overrides, *extra]
+            started.append(Launched(tune, env=self.env, stdout=log))
         self.processes += started
         return started
 

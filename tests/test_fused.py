@@ -214,20 +214,19 @@ def test_fused_study_runs_every_trial_with_its_own_mlflow_run(
 @pytest.mark.slow
 def test_bench_writes_json_lines_for_every_way(tmp_path):
     import json
-    import subprocess
-    import sys
 
+    from tests import launch
     from tests.helpers import REPO
 
-    done = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "bench.py"), f"paths.root_dir={tmp_path}",
+    done = launch.run(
+        [str(REPO / "pipelines" / "bench.py"), f"paths.root_dir={tmp_path}",
          f"paths.data_dir={tmp_path}/nodata", f"paths.output_dir={tmp_path}/out", "trainer.accelerator=cpu",
          "model.widths=[16,16]", "bench.epochs=1", "bench.reference_batches=5", "bench.ks=[2]",
          "bench.bf16_ks=[2]", "bench.compile=false", "bench.profile_precisions=[fp32]", "bench.profile_k=2",
          "bench.profile_steps=3", "bench.ttq_timeout=600", "bench.ttq_trials=2", "bench.ttq_epochs=1",
          *[f"search.space.width_{i}.{end}={n}" for i in (0, 1) for end, n in (("low", 8), ("high", 16))],
          "bench.tune_trials=2", "bench.tune_epochs=1", "bench.tune_k=2"],
-        capture_output=True, text=True, timeout=600,
+        timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "bench.json").read_text().splitlines()]

@@ -21,7 +21,9 @@ from droptune.study.budget import budget_used
 from droptune.study.samplers import make_sampler
 from droptune.study.storage import StaleTrialHandler, fail_stale, make_storage
 from droptune.train import train
+from tests import launch
 from tests.helpers import REPO, compose_config
+from tests.launch import Launched
 
 SMALL = ["data=digits", "trainer.max_epochs=3", "study.name=s", "model.width=32"]
 
@@ -255,10 +257,8 @@ def test_a_batch_of_asks_sees_the_trials_a_peer_creates_meanwhile(tmp_path):
 def start_worker_mid_trial(tmp_path, overrides, saved_as="last.ckpt"):
     """Start pipelines/tune.py and return (process, the trial it is running) once it trains and
     has saved a checkpoint (`saved_as`: the standard runner's, or fused.pt: a fused member's)."""
-    worker = subprocess.Popen(
-        [sys.executable, str(REPO / "pipelines" / "tune.py"), *overrides],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    worker = Launched(
+        [str(REPO / "pipelines" / "tune.py"), *overrides], stdout=tmp_path / "worker.log"
     )
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     deadline = time.time() + 120
@@ -276,19 +276,16 @@ def start_worker_mid_trial(tmp_path, overrides, saved_as="last.ckpt"):
             for t in trials
             if t.state == TrialState.RUNNING and (saved / f"trial_{t.number}" / saved_as).exists()
         ]
-        if running:  # mid-trial, with at least one epoch saved (a trial takes 60)
+        if running:  # mid-trial, with at least one epoch saved (of 60 or more)
             return worker, running[0]
     worker.kill()
     pytest.fail("the worker never started a trial")
 
 
-SLOW_TRIALS = [
-    "study.n_trials=2",
-    "study.heartbeat_interval=1",
-    "study.grace_period=3",
-    "trainer.max_epochs=60",
-    "study.pruner=none",
-]
+BEATING = ["study.heartbeat_interval=1", "study.grace_period=3", "study.pruner=none"]
+SLOW_TRIALS = ["study.n_trials=2", *BEATING, "trainer.max_epochs=60"]
+# for a worker that is stopped mid-trial by the test: a trial that outlasts any machine's pace
+ENDLESS_TRIALS = ["study.n_trials=2", *BEATING, "trainer.max_epochs=100000"]
 
 
 FUSED = ["study.runner=fused", "study.fused.k=2", "study.fused.checkpoint_interval=0"]
@@ -330,7 +327,7 @@ def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_pa
 
 @pytest.mark.slow
 def test_a_live_workers_trial_outlasting_the_grace_period_is_not_failed_by_a_peer(tmp_path):
-    overrides = tune_overrides(tmp_path, *SLOW_TRIALS)
+    overrides = tune_overrides(tmp_path, *ENDLESS_TRIALS)
     worker, running = start_worker_mid_trial(tmp_path, overrides)
     try:
         cfg = compose_config(*overrides, config_name="tune")
@@ -420,21 +417,16 @@ droptune.study.loop.optimize(compose_config(*overrides, config_name="tune"), {},
 @pytest.mark.slow
 def test_a_worker_killed_while_it_asks_a_batch_has_its_trials_retried(tmp_path):
     overrides = tune_overrides(
-        tmp_path, *FUSED, "study.fused.k=4", "study.n_trials=4", *SLOW_TRIALS[1:3]
+        tmp_path, *FUSED, "study.fused.k=4", "study.n_trials=4", *BEATING[:2]
     )
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_WHILE_ASKING, str(REPO), *overrides],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    killed = launch.run(["-c", KILLED_WHILE_ASKING, str(REPO), *overrides], timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     cfg = compose_config(*overrides, config_name="tune")
     assert sum(t.state == TrialState.RUNNING for t in load(cfg).trials) == 3
     time.sleep(4)  # past the grace period
 
-    resumed = subprocess.run(  # a worker that waited for them forever would time out
-        [sys.executable, str(REPO / "pipelines" / "tune.py"), *overrides],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    # a worker that waited for them forever would time out
+    resumed = launch.run([str(REPO / "pipelines" / "tune.py"), *overrides], timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = load(cfg).trials
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
@@ -444,7 +436,7 @@ def test_a_worker_killed_while_it_asks_a_batch_has_its_trials_retried(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_at_once_and_queues_it_again(tmp_path):
-    overrides = tune_overrides(tmp_path, *SLOW_TRIALS)
+    overrides = tune_overrides(tmp_path, *ENDLESS_TRIALS)
     worker, running = start_worker_mid_trial(tmp_path, overrides)
     os.kill(worker.pid, signal.SIGINT)
     assert worker.wait(timeout=60) != 0

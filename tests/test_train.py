@@ -3,7 +3,6 @@
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +14,19 @@ from droptune.errors import ConfigError
 from droptune.fit import fit
 from droptune.inputs import load_data, splits
 from droptune.train import train
+from tests import launch
 from tests.helpers import REPO
 
 
 def run_pipeline(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return launch.run(
         [
-            sys.executable,
             str(REPO / "pipelines" / "train.py"),
             f"paths.root_dir={tmp_path}",
             f"paths.output_dir={tmp_path}/out",
             "trainer.accelerator=cpu",
             *overrides,
         ],
-        capture_output=True,
-        text=True,
         timeout=300,
     )
 

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from droptune.errors import ConfigError
 from droptune.train import train
+from tests import launch
 from tests.helpers import REPO
 
 NET = "model._target_=examples.mynets.nets.SmallConvNet"
@@ -20,17 +21,14 @@ SITES = ("features.2", "encoder.drop", "head.drop")
 
 
 def run(tmp_path, pipeline: str, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return launch.run(
         [
-            sys.executable,
             str(REPO / "pipelines" / f"{pipeline}.py"),
             f"paths.root_dir={tmp_path}",
             f"paths.output_dir={tmp_path}/out",
             "trainer.accelerator=cpu",
             *overrides,
         ],
-        capture_output=True,
-        text=True,
         timeout=600,
         cwd=REPO,
     )

@@ -52,10 +52,6 @@ log = logging.getLogger("droptune")
 # a worker whose budget is taken looks again this often (a heartbeat apart at most): it exits
 # soon after the last trial ends, and one read per poll is all a waiting worker costs
 WAIT_POLL_S = 2.0
-# Which process ran a trial: host, pid and, under SLURM, the job (array) id.
-WORKER = ":".join(
-    filter(None, [socket.gethostname(), str(os.getpid()), os.environ.get("SLURM_JOB_ID")])
-)
 NOT_RETRAIN_KEYS = ("study", "search", "hydra", "~hydra", "paths.output_dir")
 
 
@@ -244,6 +240,14 @@ def _loop(opened: OpenStudy, runner: StandardRunner | FusedRunner) -> None:
         log_progress(study, trials, opened.tracking, max(spec.trial.number for spec in batch))
 
 
+def _worker() -> str:
+    """Which process runs a trial: host, pid and, under SLURM, the job (array) id. Read at each
+    ask, not at import: a process forked after the import has a pid of its own."""
+    return ":".join(
+        filter(None, [socket.gethostname(), str(os.getpid()), os.environ.get("SLURM_JOB_ID")])
+    )
+
+
 def _ask_batch(
     opened: OpenStudy, heartbeat: Heartbeat, asked: list[optuna.Trial], size: int
 ) -> list[TrialSpec]:
@@ -267,7 +271,7 @@ def _ask_batch(
             config = apply(cfg, overrides)
             hydra = hydra_overrides(config, overrides)
             trial.set_user_attr("overrides", [*opened.retrain_base, *hydra])
-            trial.set_user_attr("worker", WORKER)
+            trial.set_user_attr("worker", _worker())
             batch.append(TrialSpec(trial, config, _checkpoint(opened, trial)))
     return batch
 
