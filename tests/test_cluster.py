@@ -169,7 +169,7 @@ def test_sigkill_mid_trial_is_retried_from_its_checkpoint(postgres, mlflow_serve
         mlflow_server.url,
         *SLOW,
         *BEAT,
-        "study.n_trials=3",
+        "study.n_trials=2",
     )
     victim, survivor = workers.start(2)
     dead = workers.running_with_checkpoint()
@@ -177,7 +177,7 @@ def test_sigkill_mid_trial_is_retried_from_its_checkpoint(postgres, mlflow_serve
     time.sleep(1.5)  # a few more epochs
     owner.send_signal(signal.SIGKILL)
     workers.wait()
-    study = workers.check_budget(3)
+    study = workers.check_budget(2)
     killed = study.trials[dead.number]
     assert killed.state == TrialState.FAIL and "fail_reason" not in killed.user_attrs
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number)
