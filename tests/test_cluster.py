@@ -243,6 +243,7 @@ def test_journal_storage_with_two_workers(tmp_path, mlflow_server):
     workers.check_budget(6)
 
 
+@pytest.mark.fresh_store  # workers racing to create the store
 def test_sqlite_shared_by_two_processes_waits_for_its_lock(tmp_path):
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     workers = Workers(tmp_path, "lite", storage, None, *FAST, "study.n_trials=6")

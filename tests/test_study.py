@@ -451,6 +451,7 @@ def test_ctrl_c_fails_the_running_trial_at_once_and_queues_it_again(tmp_path):
     assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
 
 
+@pytest.mark.fresh_store  # the first `make tune` creates the store
 def test_tune_pipeline_prints_the_retrain_line_and_writes_the_summary(tmp_path):
     import json
 
