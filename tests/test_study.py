@@ -282,20 +282,20 @@ def start_worker_mid_trial(tmp_path, overrides, saved_as="last.ckpt"):
     pytest.fail("the worker never started a trial")
 
 
+FUSED = ["study.runner=fused", "study.fused.k=2", "study.fused.checkpoint_interval=0"]
 BEATING = ["study.heartbeat_interval=1", "study.grace_period=3", "study.pruner=none"]
 SLOW_TRIALS = ["study.n_trials=2", *BEATING, "trainer.max_epochs=60"]
+# a fused epoch of two members takes about twice a standard one: the same time before the kill
+SLOW_FUSED_TRIALS = ["study.n_trials=2", *BEATING, "trainer.max_epochs=30", *FUSED]
 # for a worker that is stopped mid-trial by the test: a trial that outlasts any machine's pace
 ENDLESS_TRIALS = ["study.n_trials=2", *BEATING, "trainer.max_epochs=100000"]
-
-
-FUSED = ["study.runner=fused", "study.fused.k=2", "study.fused.checkpoint_interval=0"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["standard", "fused"])
 def test_a_killed_worker_trial_is_failed_retried_and_the_budget_completes(tmp_path, runner):
     fused = runner == "fused"
-    overrides = tune_overrides(tmp_path, *SLOW_TRIALS, *(FUSED if fused else []))
+    overrides = tune_overrides(tmp_path, *(SLOW_FUSED_TRIALS if fused else SLOW_TRIALS))
     worker, running = start_worker_mid_trial(
         tmp_path, overrides, "fused.pt" if fused else "last.ckpt"
     )

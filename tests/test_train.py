@@ -71,6 +71,7 @@ def test_train_pipeline_logs_params_curves_config_and_summary(tmp_path):
     assert "val/acc_best" in done.stdout + done.stderr  # the short result was printed
 
 
+@pytest.mark.fresh_store  # it checks that nothing is written
 def test_bad_config_stops_before_any_work_with_one_line(tmp_path):
     done = run_pipeline(tmp_path, "model.dropout.hidden=1.5")
     assert done.returncode == 2

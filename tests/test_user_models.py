@@ -136,6 +136,7 @@ def test_a_users_datamodule_cannot_be_cross_validated(make_cfg):
         train(make_cfg("data=custom", DATA, "data.cv_folds=3"))
 
 
+@pytest.mark.fresh_store  # it checks that nothing is written
 def test_an_unknown_target_stops_with_one_line_naming_it_and_the_import_error(tmp_path):
     done = run(tmp_path, "train", "model=custom", "model._target_=mypkg.nets.ResNetish")
     assert done.returncode == 2
