@@ -173,7 +173,11 @@ def test_fused_and_standard_runner_agree_in_distribution(tmp_path):
     assert abs(np.mean(fused_acc) - np.mean(standard_acc)) <= 0.01, (fused_acc, standard_acc)
 
 
-@pytest.mark.parametrize("metrics_every_s", [0.0, 600.0], ids=["each_epoch", "at_trial_end"])
+@pytest.mark.parametrize(
+    "metrics_every_s",
+    [pytest.param(0.0, marks=pytest.mark.slow), 600.0],
+    ids=["each_epoch", "at_trial_end"],
+)
 def test_fused_study_runs_every_trial_with_its_own_mlflow_run(
     tmp_path, monkeypatch, metrics_every_s
 ):
@@ -423,6 +427,7 @@ def test_stochastic_rounding_to_bf16_is_unbiased_where_nearest_rounding_stalls()
     assert abs((one_step.float() > 1).float().mean().item() - 0.3) < 0.03
 
 
+@pytest.mark.slow
 def test_bf16_storage_learns_like_fp32(tmp_path):
     """Weights and optimizer state stored in bf16: final validation accuracy within 3 points."""
     cfgs = [

@@ -81,6 +81,7 @@ def test_study_trials_nest_under_one_parent_run_with_their_states(tmp_path):
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal", url
 
 
+@pytest.mark.slow
 def test_aggressive_pruner_prunes_and_pruned_runs_are_not_failed(tmp_path):
     summary, cfg = run_study(
         tmp_path,
@@ -101,6 +102,7 @@ def test_aggressive_pruner_prunes_and_pruned_runs_are_not_failed(tmp_path):
         assert run.info.status == "FINISHED" and run.data.tags["state"] == "PRUNED"
 
 
+@pytest.mark.slow
 def test_resume_never_exceeds_the_budget(tmp_path):
     first, cfg = run_study(tmp_path, "study.n_trials=3")
     again, _ = run_study(tmp_path, "study.n_trials=3")
@@ -451,6 +453,7 @@ def test_ctrl_c_fails_the_running_trial_at_once_and_queues_it_again(tmp_path):
     assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
 
 
+@pytest.mark.slow
 @pytest.mark.fresh_store  # the first `make tune` creates the store
 def test_tune_pipeline_prints_the_retrain_line_and_writes_the_summary(tmp_path):
     import json
