@@ -26,11 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-PRELOAD = [
-    "droptune.study.loop",
-    "droptune.train",
-    "droptune.bench",
-]  # and so torch, Lightning, MLflow
+# droptune's entry modules, and with them torch, Lightning, MLflow, Optuna and Hydra
+PRELOAD = ["droptune.study.loop", "droptune.train", "droptune.bench"]
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from droptune.trials.standard import StandardRunner
 log = logging.getLogger("droptune")
 
 # a worker whose budget is taken looks again this often (a heartbeat apart at most): it exits
-# soon after the last trial ends, and one read per poll is all a waiting worker costs
+# soon after the last trial ends; each look is two reads (stale trials, then the trials' states)
 WAIT_POLL_S = 2.0
 NOT_RETRAIN_KEYS = ("study", "search", "hydra", "~hydra", "paths.output_dir")
 
