@@ -11,6 +11,8 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 MLFLOW_URI ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
 ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
+# the MLflow servers below run without MLflow's GenAI job runner (judges, scorers, trace
+# rollups): droptune starts none, and the runner's three consumer processes cost CPU and memory
 
 .DEFAULT_GOAL := help
 # ARGS reach Hydra as typed: no brace or glob expansion (model.dropout.sites={encoder.*:0.1,head.*:0.5})
@@ -67,7 +69,7 @@ worker: ## a cluster worker: make worker ARGS="study=postgres tracking=server st
 
 mlflow-server: ## MLflow server: MLFLOW_BACKEND_STORE_URI (PostgreSQL), artifacts in mlruns/server-artifacts
 	@test -n "$(MLFLOW_BACKEND_STORE_URI)" || { echo "set MLFLOW_BACKEND_STORE_URI=postgresql+psycopg://user:pass@host/mlflow"; exit 2; }
-	$(VENV)/bin/mlflow server --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" \
 		--artifacts-destination "$(ARTIFACTS_DESTINATION)" --host $(UI_HOST) --port $(UI_PORT)
 
 bench: ## benchmark: reference vs standard vs fused runner, JSON lines (ARGS to shrink on a CPU)
@@ -76,7 +78,7 @@ bench: ## benchmark: reference vs standard vs fused runner, JSON lines (ARGS to 
 ui: ## MLflow UI on http://127.0.0.1:5000 (UI_HOST / UI_PORT to change)
 	@echo "droptune runs (open these: MLflow opens experiments on a GenAI page without runs):"
 	@$(PY) -m droptune.tracking $(MLFLOW_URI) http://$(UI_HOST):$(UI_PORT)
-	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(UI_HOST) --port $(UI_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(UI_HOST) --port $(UI_PORT)
 
 clean: ## remove run outputs (keeps mlruns/ and data/)
 	rm -rf outputs multirun .pytest_cache

@@ -113,6 +113,7 @@ class MlflowServer:
             ],
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
+            env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # as make mlflow-server
         )  # fmt: skip
 
     def wait(self, timeout: float = 120) -> MlflowServer:

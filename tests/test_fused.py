@@ -415,14 +415,14 @@ def test_stochastic_rounding_to_bf16_is_unbiased_where_nearest_rounding_stalls()
     stochastic = ones.to(torch.bfloat16)
     keys = torch.tensor([7])
     for step in range(100):  # 100 updates of 1e-4, each under half of bf16's spacing at 1 (2**-7)
-        _store_(stochastic, stochastic.float() + 1e-4, keys + step)
+        _store_([(stochastic, stochastic.float() + 1e-4)], keys + step)
     nearest = ones.to(torch.bfloat16)
     for _ in range(100):
         nearest = (nearest.float() + 1e-4).to(torch.bfloat16)
     assert torch.equal(nearest, ones.to(torch.bfloat16))  # round-to-nearest never moves
     assert abs(stochastic.float().mean().item() - 1.01) < 0.002  # right on average
     one_step = torch.empty(1, 1, 4096, dtype=torch.bfloat16)
-    _store_(one_step, ones + 0.3 * 2**-7, keys)  # 30% of the way to the next bf16 value
+    _store_([(one_step, ones + 0.3 * 2**-7)], keys)  # 30% of the way to the next bf16 value
     assert set(one_step.float().unique().tolist()) == {1.0, 1.0 + 2**-7}  # only the neighbours
     assert abs((one_step.float() > 1).float().mean().item() - 0.3) < 0.03
 

@@ -56,7 +56,8 @@ def test_study_trials_nest_under_one_parent_run_with_their_states(tmp_path):
     assert parent.data.metrics["study/best_value"] == pytest.approx(summary["best_value"])
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {
-        "plots/optimization_history.png",
+        "plots/optimization_history.html",
+        "plots/parallel_coordinate.html",
         "plots/dropout_vs_metric.png",
         "plots/gap_vs_dropout.png",
     } <= plots

@@ -1,8 +1,8 @@
 """Study plots, refreshed on the parent run at the end of every tune invocation.
 
 Optuna's own plots (optimization history, parameter importances, parallel coordinates) as HTML
-(plotly) and PNG (matplotlib), plus two that only a dropout study needs: the metric against the
-hidden dropout rate per placement, and the generalization gap against the rate.
+(plotly), plus two that only a dropout study needs, as PNG: the metric against the hidden dropout
+rate per placement, and the generalization gap against the rate.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import optuna.visualization as plotly_plots  # noqa: E402
-import optuna.visualization.matplotlib as mpl_plots  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from droptune.tracking import StudyTracking  # noqa: E402
@@ -28,28 +27,21 @@ OPTUNA_PLOTS = ("plot_optimization_history", "plot_param_importances", "plot_par
 
 
 def _optuna_plots(study: optuna.Study, out: Path) -> list[Path]:
-    """Each plot as HTML (plotly) and PNG (matplotlib); one that cannot be drawn yet is skipped."""
+    """Each plot as interactive HTML (plotly; MLflow's artifact view shows it in place); one that
+    cannot be drawn yet is skipped. Optuna's matplotlib twins would add nothing to these but the
+    time to draw them (most of a small study's plotting)."""
     written = []
-    n_params = max((len(t.params) for t in study.get_trials(deepcopy=False)), default=0)
     for name in OPTUNA_PLOTS:
-        stem = name.removeprefix("plot_")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the matplotlib backend is "experimental"
-            try:
-                getattr(plotly_plots, name)(study).write_html(out / f"{stem}.html")
-                written.append(out / f"{stem}.html")
-            except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as error:
-                log.info("plot %s.html skipped: %s", stem, error)
-            try:
-                axes = getattr(mpl_plots, name)(study)
-            except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as error:
-                log.info("plot %s.png skipped: %s", stem, error)
-                continue
-        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        figure.set_size_inches(max(8, 1.1 * n_params), 5)
-        figure.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight")
-        plt.close(figure)
-        written.append(out / f"{stem}.png")
+        path = out / f"{name.removeprefix('plot_')}.html"
+        try:
+            with warnings.catch_warnings():
+                # the importance evaluator warns of parameters with few trials: every young study
+                warnings.filterwarnings("ignore", category=UserWarning, module="optuna.importance")
+                getattr(plotly_plots, name)(study).write_html(path)
+        except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as error:
+            log.info("plot %s skipped: %s", path.name, error)
+            continue
+        written.append(path)
     return written
 
 

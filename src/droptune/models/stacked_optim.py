@@ -24,15 +24,21 @@ EPS = 1e-8
 PERSISTENT_ROW = 1024  # the longest row inductor reduces in one block (a persistent reduction)
 
 
-def _store_(target: torch.Tensor, value: torch.Tensor, keys: torch.Tensor) -> None:
-    """target <- value (fp32); to bf16 by stochastic rounding: add 16 random bits below bf16's
-    last mantissa bit and truncate (rounds up with probability equal to the dropped fraction)."""
-    if target.dtype == torch.float32:
-        target.copy_(value)
-        return
-    noise = (random_bits(keys, value.shape[1], value.shape[2]) >> 20) & 0xFFFF
-    bits = (value.view(torch.int32) + noise.to(torch.int32)) & -65536  # 0xFFFF0000
-    target.copy_(bits.view(torch.float32))
+def _store_(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], keys: torch.Tensor) -> None:
+    """Each target <- its value (fp32); to bf16 by stochastic rounding: add 16 random bits below
+    bf16's last mantissa bit and truncate (rounds up with probability equal to the dropped
+    fraction). A parameter and its state tensors share one 64-bit draw per element, 16 bits
+    each: a third of the hashing of one draw per tensor, in the step and in its compiled graph."""
+    bits = None
+    for index, (target, value) in enumerate(pairs):
+        if target.dtype == torch.float32:
+            target.copy_(value)
+            continue
+        if bits is None:
+            bits = random_bits(keys, value.shape[1], value.shape[2])
+        noise = (bits >> (16 * index)) & 0xFFFF
+        rounded = (value.view(torch.int32) + noise.to(torch.int32)) & -65536  # 0xFFFF0000
+        target.copy_(rounded.view(torch.float32))
 
 
 def _constrain(p: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
@@ -77,10 +83,7 @@ def adam_update_(
     p32 = p32 - lr * m_hat / (v_hat.sqrt() + EPS)
     if constrain:
         p32 = _constrain(p32, max_norm)
-    step_keys = member_keys(keys, t.long())
-    _store_(p, p32, step_keys)
-    _store_(m, m32, step_keys + 1)
-    _store_(v, v32, step_keys + 2)
+    _store_([(p, p32), (m, m32), (v, v32)], member_keys(keys, t.long()))
 
 
 def sgd_update_(
@@ -105,9 +108,7 @@ def sgd_update_(
     p32 = p32 - lr * update
     if constrain:
         p32 = _constrain(p32, max_norm)
-    step_keys = member_keys(keys, t.long())
-    _store_(p, p32, step_keys)
-    _store_(buf, buf32, step_keys + 1)
+    _store_([(p, p32), (buf, buf32)], member_keys(keys, t.long()))
 
 
 def adam_step_(

@@ -26,7 +26,14 @@ class StandardRunner:
         self.context = context
 
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
-        return [self._run_one(spec) for spec in specs]
+        # each trial ends with a full collection (a finished fit's cycles hold its tensors);
+        # frozen, what lives now (libraries, study, data: 600k objects) is not scanned by it,
+        # which takes it from about 0.4 s a trial on a 2-core CPU to a few ms
+        gc.freeze()
+        try:
+            return [self._run_one(spec) for spec in specs]
+        finally:
+            gc.unfreeze()
 
     def _run_one(self, spec: TrialSpec) -> TrialOutcome:
         context, lifecycle = self.context, self.context.lifecycle
