@@ -1,0 +1,1 @@
+"""`make report`: what dropout bought on a finished study, with confidence intervals."""

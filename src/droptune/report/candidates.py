@@ -1,0 +1,89 @@
+"""What the report retrains: the study's best distinct configs and two baselines on the best one.
+
+Every config is a `make train` override list (each trial keeps its own as the `overrides`
+attribute), so a retrain is exactly the run a user would start by hand; a baseline is the best
+config's list with its dropout settings overridden after it (Hydra's last override wins).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from droptune.errors import ConfigError
+
+# Srivastava et al. 2014: p = 0.2 on the inputs, 0.5 on hidden units after the activation, and
+# every unit's incoming weights kept at norm <= c with c of 3-4
+TEXTBOOK = {"input": 0.2, "hidden": 0.5, "max_norm": 3.5}
+OWN_FAMILIES = ("mlp", "cnn")  # droptune's models, whose dropout keys the baselines set
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One config to retrain over seeds."""
+
+    name: str  # how the report names it: "trial 17", "no dropout", "textbook"
+    overrides: tuple[str, ...]  # its `make train` line
+    trial_number: int | None = None  # the study trial it comes from (None: a baseline)
+    study_value: float | None = None  # that trial's score in the study (selected: biased up)
+
+
+def top_configs(study: optuna.Study, k: int) -> list[Candidate]:
+    """The k best finished trials with distinct parameters (a retried trial repeats its
+    parameters), best first."""
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "overrides" in t.user_attrs
+    ]
+    complete.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
+    chosen, seen = [], set()
+    for trial in complete:
+        params = json.dumps(trial.params, sort_keys=True, default=str)
+        if params not in seen:
+            seen.add(params)
+            chosen.append(trial)
+    if len(chosen) < k:
+        raise ConfigError(
+            "report.top_k",
+            k,
+            f"at most the study's {len(chosen)} finished trial(s) with distinct parameters "
+            f"(study {study.study_name}); run more trials or lower report.top_k",
+        )
+    return [
+        Candidate(
+            f"trial {t.number}",
+            tuple(t.user_attrs["overrides"]),
+            trial_number=t.number,
+            study_value=t.value,
+        )
+        for t in chosen[:k]
+    ]
+
+
+def baselines(best: Candidate, family: str) -> list[Candidate]:
+    """No dropout (every rate 0, max-norm off) and the textbook default (input 0.2, hidden 0.5
+    after the activation, max-norm 3.5), both on the best config's network and optimizer."""
+    if family not in OWN_FAMILIES:
+        raise ConfigError(
+            "model.family",
+            family,
+            f"one of {', '.join(OWN_FAMILIES)} for the report's baselines (a user model's sites "
+            "have no rates the report can set yet)",
+        )
+    rates = ["input", "hidden", "output", *(["conv"] if family == "cnn" else [])]
+    none = [f"model.dropout.{rate}=0.0" for rate in rates] + ["model.max_norm=null"]
+    textbook = [
+        f"model.dropout.input={TEXTBOOK['input']}",
+        f"model.dropout.hidden={TEXTBOOK['hidden']}",
+        "model.dropout.placement=after",
+        "model.dropout.variant=inverted",
+        f"model.max_norm={TEXTBOOK['max_norm']}",
+    ]
+    return [
+        Candidate("no dropout", (*best.overrides, *none)),
+        Candidate("textbook", (*best.overrides, *textbook)),
+    ]

@@ -1,0 +1,111 @@
+"""The report's parts: intervals over seeds, the configs it retrains and its baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from scipy import stats
+
+from droptune.errors import ConfigError
+from droptune.report.candidates import TEXTBOOK, baselines, top_configs
+from droptune.report.stats import paired_difference, t_interval
+
+
+def test_a_t_interval_is_the_mean_plus_minus_the_t_quantile_times_the_standard_error():
+    values = [0.81, 0.84, 0.83, 0.86, 0.80]
+    interval = t_interval(values)
+    half = stats.t.ppf(0.975, df=4) * np.std(values, ddof=1) / np.sqrt(5)
+    assert interval.mean == pytest.approx(np.mean(values))
+    assert (interval.low, interval.high) == pytest.approx(
+        (np.mean(values) - half, np.mean(values) + half)
+    )
+    assert interval.n == 5
+
+
+def test_95_percent_intervals_cover_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    samples = rng.normal(0.7, 0.05, size=(4000, 5))
+    covered = [t_interval(s).low <= 0.7 <= t_interval(s).high for s in samples]
+    assert 0.93 < np.mean(covered) < 0.97
+
+
+def test_a_paired_difference_removes_what_seeds_share():
+    rng = np.random.default_rng(1)
+    seed_effect = rng.normal(0, 0.05, size=6)  # noise both configs share, seed by seed
+    baseline = 0.80 + seed_effect
+    dropout = baseline + 0.02 + rng.normal(0, 0.002, size=6)
+    paired = paired_difference(dropout, baseline)
+    assert paired.low > 0  # the gain is resolved, although the seeds' spread is larger
+    apart = t_interval(dropout), t_interval(baseline)
+    assert apart[0].low < apart[1].high  # the two intervals alone overlap
+    with pytest.raises(ValueError, match="one per seed"):
+        paired_difference([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="at least 2"):
+        t_interval([0.5])
+
+
+def add_trials(study, scores):
+    """Trials with the given (lr, score) pairs and their `make train` overrides."""
+    for lr, score in scores:
+        trial = optuna.trial.create_trial(
+            params={"lr": lr},
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0)},
+            value=score,
+            user_attrs={"overrides": ["data=digits", f"optim.lr={lr}"]},
+        )
+        study.add_trial(trial)
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_top_configs_are_the_best_distinct_trials_in_the_studys_direction(direction):
+    study = optuna.create_study(direction=direction)
+    add_trials(study, [(0.1, 0.90), (0.2, 0.70), (0.1, 0.91), (0.3, 0.80), (0.4, 0.60)])
+    top = top_configs(study, 2)
+    if direction == "maximize":  # trial 2 repeats trial 0's parameters: one of them only
+        assert [c.trial_number for c in top] == [2, 3]
+    else:
+        assert [c.trial_number for c in top] == [4, 1]
+    assert top[0].overrides == tuple(study.trials[top[0].trial_number].user_attrs["overrides"])
+    assert top[0].study_value == study.trials[top[0].trial_number].value
+    with pytest.raises(ConfigError) as error:
+        top_configs(study, 5)  # four distinct parameter sets
+    assert error.value.key == "report.top_k" and "4 finished" in str(error.value)
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
+def test_baselines_change_only_dropout_and_max_norm_of_the_best_config(make_cfg, family):
+    best_line = [
+        "data=digits", f"model={family}", "optim=adam", "optim.lr=0.003", "model.dropout.hidden=0.3",
+        "model.dropout.input=0.1", "model.dropout.placement=before", "model.max_norm=2.5",
+    ]  # fmt: skip
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={}, distributions={}, value=0.9, user_attrs={"overrides": best_line}
+        )
+    )
+    (best,) = top_configs(study, 1)
+    none, textbook = baselines(best, family)
+    best_cfg, none_cfg, book_cfg = (make_cfg(*c.overrides) for c in (best, none, textbook))
+    rates = [k for k in ("input", "hidden", "output", "conv") if k in best_cfg["model"]["dropout"]]
+    assert all(none_cfg["model"]["dropout"][k] == 0 for k in rates)
+    assert none_cfg["model"]["max_norm"] is None
+    assert book_cfg["model"]["dropout"]["input"] == TEXTBOOK["input"]
+    assert book_cfg["model"]["dropout"]["hidden"] == TEXTBOOK["hidden"]
+    assert book_cfg["model"]["dropout"]["placement"] == "after"
+    assert book_cfg["model"]["max_norm"] == TEXTBOOK["max_norm"]
+    for changed in (none_cfg, book_cfg):  # network, optimizer, data: the best config's
+        for group in ("optim", "data", "trainer"):
+            assert changed[group] == best_cfg[group]
+        assert {k: v for k, v in changed["model"].items() if k not in ("dropout", "max_norm")} == {
+            k: v for k, v in best_cfg["model"].items() if k not in ("dropout", "max_norm")
+        }
+
+
+def test_a_users_model_has_no_baselines_yet():
+    from droptune.report.candidates import Candidate
+
+    with pytest.raises(ConfigError) as error:
+        baselines(Candidate("trial 0", ("model=custom",)), "custom")
+    assert error.value.key == "model.family"
