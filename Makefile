@@ -16,8 +16,8 @@ ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
 
 .DEFAULT_GOAL := help
 # ARGS reach Hydra as typed: no brace or glob expansion (model.dropout.sites={encoder.*:0.1,head.*:0.5})
-train sites tune worker bench: .SHELLFLAGS := +B -f -c
-.PHONY: help install lock upgrade servers lint format test test-fast train sites tune worker mlflow-server bench ui clean
+train sites tune worker bench report: .SHELLFLAGS := +B -f -c
+.PHONY: help install lock upgrade servers lint format test test-fast train sites tune worker report mlflow-server bench ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ tune: ## start or resume a study: make tune ARGS="data=mnist study.n_trials=200"
 
 worker: ## a cluster worker: make worker ARGS="study=postgres tracking=server study.name=x"
 	$(PY) pipelines/tune.py $(ARGS)
+
+report: ## retrain a study's best configs and baselines over seeds: make report ARGS="study.name=fm-a"
+	$(PY) pipelines/report.py $(ARGS)
 
 mlflow-server: ## MLflow server: MLFLOW_BACKEND_STORE_URI (PostgreSQL), artifacts in mlruns/server-artifacts
 	@test -n "$(MLFLOW_BACKEND_STORE_URI)" || { echo "set MLFLOW_BACKEND_STORE_URI=postgresql+psycopg://user:pass@host/mlflow"; exit 2; }

@@ -1,15 +1,23 @@
-"""The report's parts: intervals over seeds, the configs it retrains and its baselines."""
+"""The report: intervals over seeds, the configs it retrains and its baselines, the retrains
+nested in MLflow and reused on a second run, and its refusals before any training."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from droptune.errors import ConfigError
 from droptune.report.candidates import TEXTBOOK, baselines, top_configs
+from droptune.report.run import make_report
 from droptune.report.stats import paired_difference, t_interval
+from droptune.study import optimize
+from tests.helpers import compose_config
 
 
 def test_a_t_interval_is_the_mean_plus_minus_the_t_quantile_times_the_standard_error():
@@ -109,3 +117,90 @@ def test_a_users_model_has_no_baselines_yet():
     with pytest.raises(ConfigError) as error:
         baselines(Candidate("trial 0", ("model=custom",)), "custom")
     assert error.value.key == "model.family"
+
+
+BASE = ["trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3", "model.width=32"]
+
+
+def tuned_study(tmp_path, n_trials=6):
+    tune = [f"paths.root_dir={tmp_path}", *BASE, "study.name=r", f"study.n_trials={n_trials}"]
+    return optimize(compose_config(*tune, config_name="tune"), {"data": "digits"}, tune)
+
+
+def report(tmp_path, *extra):
+    overrides = [f"paths.root_dir={tmp_path}", *BASE, "study.name=r", *extra]
+    cfg = compose_config(*overrides, config_name="report")
+    return make_report(cfg, {"data": "digits"}, overrides), cfg
+
+
+def retrain_runs(client, report_run_id):
+    experiment = client.get_run(report_run_id).info.experiment_id
+    return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{report_run_id}'")
+
+
+@pytest.mark.slow
+def test_a_report_retrains_winners_and_baselines_over_seeds_and_reuses_what_it_finished(tmp_path):
+    study = tuned_study(tmp_path)
+    first, cfg = report(tmp_path, "report.top_k=2", "report.seeds=2")
+    client = MlflowClient(cfg["tracking"]["uri"])
+    run_id = first["mlflow_report_run_id"]
+    assert len(retrain_runs(client, run_id)) == 4 * 2
+    again, again_cfg = report(tmp_path, "report.top_k=2", "report.seeds=3")  # one seed more
+    assert again["mlflow_report_run_id"] == run_id
+    runs = retrain_runs(client, run_id)
+    assert len(runs) == 4 * 3 and all(r.info.status == "FINISHED" for r in runs)
+    report_run = client.get_run(run_id)
+    assert report_run.info.status == "FINISHED"
+    assert report_run.data.tags["mlflow.parentRunId"] == study["mlflow_parent_run_id"]
+
+    rows = {row["name"]: row for row in again["configs"]}
+    assert list(rows)[2:] == ["no dropout", "textbook"]
+    for row in again["configs"]:  # the numbers, from what the runs logged
+        mine = sorted(
+            (r for r in runs if r.data.tags["report_candidate"] == row["name"]),
+            key=lambda r: int(r.data.tags["report_seed"]),
+        )
+        logged = [r.data.metrics["test/acc"] for r in mine]
+        assert [int(r.data.tags["report_seed"]) for r in mine] == row["seeds"] == again["seeds"]
+        low, high = stats.t.interval(
+            0.95, len(logged) - 1, loc=np.mean(logged), scale=stats.sem(logged)
+        )
+        interval = row["intervals"]["test/acc"]
+        assert interval["mean"] == pytest.approx(np.mean(logged))
+        assert (interval["low"], interval["high"]) == pytest.approx((low, high))
+        if row["name"] != "no dropout":
+            baseline = [r.data.metrics["test/acc"] for r in sorted(
+                (r for r in runs if r.data.tags["report_candidate"] == "no dropout"),
+                key=lambda r: int(r.data.tags["report_seed"]),
+            )]  # fmt: skip
+            assert row["vs_no_dropout"]["mean"] == pytest.approx(
+                np.mean(logged) - np.mean(baseline)
+            )
+    assert 0 not in again["seeds"]  # the study's own seed, on which its winners were picked
+    winner = study["best_trial"]
+    assert rows[f"trial {winner}"]["study_value"] == pytest.approx(study["best_value"])
+    assert json.loads((Path(again_cfg["paths"]["output_dir"]) / "report.json").read_text()) == again
+
+    last, _ = report(tmp_path, "report.top_k=2", "report.seeds=3")  # all there: trains nothing
+    assert len(retrain_runs(client, run_id)) == 12 and last["configs"] == again["configs"]
+
+
+def test_a_report_of_a_study_that_is_not_there_stops_with_one_line_and_writes_nothing(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        report(tmp_path)
+    assert error.value.key == "study.name" and "(it has: none)" in str(error.value)
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
+
+
+def test_a_report_asking_more_configs_than_the_study_has_or_other_data_stops_first(tmp_path):
+    tuned_study(tmp_path, n_trials=2)
+    with pytest.raises(ConfigError) as error:
+        report(tmp_path, "report.top_k=3")
+    assert error.value.key == "report.top_k"
+    with pytest.raises(ConfigError) as error:
+        report(tmp_path, "data.val_fraction=0.3")
+    assert error.value.key == "data.val_fraction" and "0.2" in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        report(tmp_path, "report.seeds=1")
+    assert error.value.key == "report.seeds"
+    assert not (tmp_path / "outputs" / "report").exists()

@@ -19,6 +19,12 @@ Data = ds.Arrays | Streamed
 Split = tuple[np.ndarray | None, np.ndarray | None]  # train and validation row indices
 
 
+def holdout_seed(cfg: Mapping[str, Any]) -> int:
+    """What seeds a held-out test split: `test_seed`, or the run's seed. A report's retrains
+    train on other seeds but test on the study's own held-out examples, which nothing saw."""
+    return cfg["seed"] if cfg["test_seed"] is None else cfg["test_seed"]
+
+
 def load_data(cfg: Mapping[str, Any]) -> Data:
     """Resident arrays (a dataset, a CSV, an image folder that fits) or a streamed source."""
     d = cfg["data"]
@@ -27,11 +33,11 @@ def load_data(cfg: Mapping[str, Any]) -> Data:
     if d["name"] == "image_folder":
         keys = ("root", "image_size", "mode", "max_resident_bytes", "num_workers")
         spec = FolderSpec(**{k: d[k] for k in keys})
-        loaded = load_image_folder(spec, d["test_fraction"], cfg["seed"])
+        loaded = load_image_folder(spec, d["test_fraction"], holdout_seed(cfg))
         if isinstance(loaded, Streamed):
             log.info("%s does not fit in data.max_resident_bytes: streamed from disk", spec.root)
             return loaded
-        return ds.holdout_test(loaded, d["test_fraction"], cfg["seed"])
+        return ds.holdout_test(loaded, d["test_fraction"], holdout_seed(cfg))
     arrays = ds.load(
         d["name"],
         cfg["paths"]["data_dir"],
@@ -43,7 +49,7 @@ def load_data(cfg: Mapping[str, Any]) -> Data:
     )
     if "test_fraction" not in d:  # MNIST and Fashion-MNIST: their own test set
         return arrays
-    return ds.holdout_test(arrays, d["test_fraction"], cfg["seed"])
+    return ds.holdout_test(arrays, d["test_fraction"], holdout_seed(cfg))
 
 
 def splits(cfg: Mapping[str, Any], arrays: Data) -> list[Split]:

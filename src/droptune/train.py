@@ -23,8 +23,16 @@ def run_name(cfg: Mapping[str, Any]) -> str:
     )
 
 
-def train(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Validate, load, fit (one split or CV), evaluate if asked, track; returns the summary."""
+def train(
+    cfg: Mapping[str, Any],
+    choices: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validate, load, fit (one split or CV), evaluate if asked, track; returns the summary.
+
+    `parent_run_id` nests the run (a report's retrains under the report's run); `tags` add to
+    droptune's own."""
     quiet_libraries()
     cfg = validate(cfg)
     arrays = load_data(cfg)
@@ -33,14 +41,15 @@ def train(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> d
     sites = site_params(cfg["model"], arrays.input_shape, len(arrays.classes))
     tracking = cfg["tracking"]
     tracker = Tracker(tracking["uri"], tracking["experiment"], tracking["artifact_root"])
-    tags = {
+    run_tags = {
         "dataset": cfg["data"]["name"],
         "model": cfg["model"]["family"],
         "seed": cfg["seed"],
         "git_commit": git_commit(cfg["paths"]["root_dir"]),
         **{f"choice.{k}": v for k, v in (choices or {}).items() if v is not None},
+        **(tags or {}),
     }
-    run_id = tracker.start_run(run_name(cfg), tags)
+    run_id = tracker.start_run(run_name(cfg), run_tags, parent_run_id)
     error: BaseException | None = None
     try:
         tracker.log_config(run_id, cfg, sites)

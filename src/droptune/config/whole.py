@@ -1,4 +1,4 @@
-"""Whole train, tune and bench configs: the groups together, the checks across them, and
+"""Whole train, tune, bench and report configs: the groups together, the checks across them, and
 `checked`, the one entry point."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from droptune import targets
 from droptune.config.adapter import config_error
 from droptune.config.data import Data
 from droptune.config.model import Model
+from droptune.config.report import Report
 from droptune.config.training import Optim, Paths, Tracking, Trainer
 from droptune.config.tune import Bench, Search, Study
 from droptune.config.types import IMAGE_DATASETS, METRICS, Allowed, Group, require
@@ -24,8 +25,9 @@ def default_metric(metric: str | None, cv: bool) -> str:
 
 
 class TrainConfig(Group):
-    task: Literal["train", "tune", "bench"]
+    task: Literal["train", "tune", "bench", "report"]
     seed: Annotated[int, Allowed("an integer")]
+    test_seed: Annotated[int | None, Allowed("null (the seed) or an integer")]
     evaluate_test: bool
     data: Data
     model: Model
@@ -87,15 +89,20 @@ class BenchConfig(TuneConfig):
     bench: Bench
 
 
+class ReportConfig(TuneConfig):
+    report: Report
+
+
 SCHEMAS: dict[str, type[TrainConfig]] = {
     "train": TrainConfig,
     "tune": TuneConfig,
     "bench": BenchConfig,
+    "report": ReportConfig,
 }
 
 
 def parse(cfg: Mapping[str, Any]) -> TrainConfig:
-    """The typed config of a composed train, tune or bench config; one ConfigError if not."""
+    """The typed config of a composed train, tune, bench or report config; one ConfigError if not."""
     task = cfg.get("task")
     require(task in SCHEMAS, "task", task, f"one of {', '.join(SCHEMAS)}")
     try:

@@ -1,0 +1,43 @@
+"""Retrain a study's winners and baselines over seeds:  python pipelines/report.py study.name=fm-a"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+os.environ.setdefault("DROPTUNE_ROOT", str(Path(__file__).resolve().parents[1]))
+
+from droptune.data import DataFileError  # noqa: E402
+from droptune.errors import ConfigError  # noqa: E402
+from droptune.overrides import exit_if_misspelt  # noqa: E402
+from droptune.report.numbers import summary_lines  # noqa: E402
+from droptune.report.run import make_report  # noqa: E402
+from droptune.signals import exit_on_signals  # noqa: E402
+
+log = logging.getLogger("droptune")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+def main(cfg: DictConfig) -> None:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    hydra_cfg = HydraConfig.get()
+    exit_on_signals()
+    try:
+        report = make_report(config, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
+    except (ConfigError, DataFileError) as error:
+        log.error("%s", error)
+        sys.exit(2)
+    for line in summary_lines(report["configs"], report["metric"]):
+        log.info("%s", line)
+    log.info("report: %s/report.json", config["paths"]["output_dir"])
+
+
+if __name__ == "__main__":
+    exit_if_misspelt(Path(__file__).parents[1] / "conf", "report", sys.argv[1:])
+    main()

@@ -1,0 +1,96 @@
+"""Each candidate trained once per seed, as `make train` would train it, nested under the
+report's MLflow run; a retrain that finished before (found by its tags) is read, not redone."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from droptune.report.candidates import Candidate
+from droptune.tracking import Tracker
+from droptune.train import train
+
+log = logging.getLogger("droptune")
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+SCORES = ("test/acc", "test/loss", "gap/acc", "val/acc_best")  # test/*: absent under k-fold
+CV_SCORES = ("cv/acc_mean", "cv/acc_std", "gap/acc")
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """One finished retrain: which config, which seed, what it scored, its MLflow run."""
+
+    candidate: str
+    seed: int
+    metrics: dict[str, float]
+    run_id: str
+
+
+def seeds_of(study_seed: int, n: int) -> list[int]:
+    """Fresh seeds, none the study's own: the study selected its winners on that seed's split
+    and initialisation, so retraining on it would keep the selection's luck."""
+    return [study_seed + 1 + i for i in range(n)]
+
+
+def train_config(overrides: Sequence[str]) -> dict[str, Any]:
+    """conf/train.yaml with `overrides`, as `make train ARGS=...` composes it (inside a running
+    Hydra app, with its config path; outside one, from the package's conf/)."""
+    inside = GlobalHydra.instance().is_initialized()
+    with nullcontext() if inside else initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
+
+
+def finished_retrains(tracker: Tracker, report_run_id: str) -> dict[tuple[str, int], Retrain]:
+    """The report's retrains that ended, by (candidate, seed)."""
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id],
+        f"tags.mlflow.parentRunId = '{report_run_id}' and attributes.status = 'FINISHED'",
+        max_results=10000,
+    )
+    found = {}
+    for run in runs:
+        key = (run.data.tags["report_candidate"], int(run.data.tags["report_seed"]))
+        found[key] = Retrain(key[0], key[1], dict(run.data.metrics), run.info.run_id)
+    return found
+
+
+def retrain_all(
+    candidates: Sequence[Candidate],
+    seeds: Sequence[int],
+    shared: Sequence[str],
+    tracker: Tracker,
+    report_run_id: str,
+) -> list[Retrain]:
+    """Every candidate once per seed (seed-major: a killed report has every config at the same
+    number of seeds). `shared` overrides follow each candidate's own: paths, tracking, test."""
+    done = finished_retrains(tracker, report_run_id)
+    retrains = []
+    for seed in seeds:
+        for candidate in candidates:
+            if (candidate.name, seed) in done:
+                retrains.append(done[(candidate.name, seed)])
+                continue
+            log.info("retrain %s, seed %d", candidate.name, seed)
+            cfg = train_config([*candidate.overrides, *shared, f"seed={seed}"])
+            cfg["tracking"]["run_name"] = f"{candidate.name} · seed {seed}"
+            summary = train(
+                cfg,
+                parent_run_id=report_run_id,
+                tags={
+                    "droptune_role": "retrain",
+                    "report_candidate": candidate.name,
+                    "report_seed": seed,
+                },
+            )
+            retrains.append(
+                Retrain(candidate.name, seed, summary["metrics"], summary["mlflow_run_id"])
+            )
+    return retrains
