@@ -14,6 +14,7 @@ from scipy import stats
 
 from droptune.errors import ConfigError
 from droptune.report.candidates import TEXTBOOK, baselines, top_configs
+from droptune.report.mattered import what_mattered
 from droptune.report.run import make_report
 from droptune.report.stats import paired_difference, t_interval
 from droptune.study import optimize
@@ -176,6 +177,8 @@ def test_a_report_retrains_winners_and_baselines_over_seeds_and_reuses_what_it_f
             assert row["vs_no_dropout"]["mean"] == pytest.approx(
                 np.mean(logged) - np.mean(baseline)
             )
+    assert again["what_mattered"]["trials"] == sum(t.state.name == "COMPLETE" for t in optuna.load_study(
+        study_name="r", storage=cfg["study"]["storage"]).trials)  # fmt: skip
     assert 0 not in again["seeds"]  # the study's own seed, on which its winners were picked
     winner = study["best_trial"]
     assert rows[f"trial {winner}"]["study_value"] == pytest.approx(study["best_value"])
@@ -204,3 +207,40 @@ def test_a_report_asking_more_configs_than_the_study_has_or_other_data_stops_fir
         report(tmp_path, "report.seeds=1")
     assert error.value.key == "report.seeds"
     assert not (tmp_path / "outputs" / "report").exists()
+
+
+def test_what_mattered_counts_each_dropout_choice_with_its_best_and_median():
+    study = optuna.create_study(direction="maximize")
+    lines = [
+        (["model.dropout.placement=after", "model.dropout.input=0.0", "model.max_norm=null"], 0.90),
+        (["model.dropout.placement=after", "model.dropout.input=0.2", "model.max_norm=3.0"], 0.80),
+        (
+            ["model.dropout.placement=before", "model.dropout.input=0.0", "model.max_norm=null"],
+            0.70,
+        ),
+        (["model.dropout.placement=after", "model.dropout.hidden=[0.5,0.7]"], 0.60),
+    ]
+    for i, (line, score) in enumerate(lines):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": float(i)},
+                distributions={"x": optuna.distributions.FloatDistribution(0, 10)},
+                value=score,
+                user_attrs={"overrides": ["data=digits", *line]},
+            )
+        )
+    found = what_mattered(study)
+    placement = {row["value"]: row for row in found["per_choice"]["placement"]}
+    assert placement["after"]["trials"] == 3 and placement["after"]["best"] == 0.90
+    assert placement["after"]["median"] == pytest.approx(np.median([0.90, 0.80, 0.60]))
+    assert placement["before"]["trials"] == 1
+    assert {r["value"]: r["trials"] for r in found["per_choice"]["input dropout"]} == {
+        "on": 1,
+        "off": 2,
+    }
+    assert {r["value"] for r in found["per_choice"]["max-norm"]} == {"on", "off"}
+    assert found["per_choice"]["hidden rate"] == [
+        {"value": "0.5-1.0", "trials": 1, "best": 0.60, "median": 0.60}
+    ]  # a list of rates, binned by its mean
+    assert "variant" not in found["per_choice"]  # never chosen: the study's default throughout
+    assert set(found["importances"]) == {"x"} and found["trials"] == 4

@@ -16,6 +16,7 @@ from droptune.config import validate
 from droptune.errors import ConfigError
 from droptune.quiet import quiet_libraries
 from droptune.report.candidates import baselines, top_configs
+from droptune.report.mattered import what_mattered
 from droptune.report.numbers import numbers
 from droptune.report.retrain import CV_SCORES, SCORES, retrain_all, seeds_of
 from droptune.study.loop import retrain_base
@@ -103,6 +104,7 @@ def make_report(
             "confidence": r["confidence"],
             "seeds": seeds,
             "configs": numbers(candidates, retrains, metric, keys, r["confidence"]),
+            "what_mattered": what_mattered(study),
             "mlflow_report_run_id": run_id,
         }
         out = Path(cfg["paths"]["output_dir"])
