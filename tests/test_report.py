@@ -13,8 +13,9 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from droptune.errors import ConfigError
-from droptune.report.candidates import TEXTBOOK, baselines, top_configs
+from droptune.report.candidates import TEXTBOOK, Candidate, baselines, top_configs
 from droptune.report.mattered import what_mattered
+from droptune.report.retrain import config_key
 from droptune.report.run import make_report
 from droptune.report.stats import paired_difference, t_interval
 from droptune.study import optimize
@@ -113,8 +114,6 @@ def test_baselines_change_only_dropout_and_max_norm_of_the_best_config(make_cfg,
 
 
 def test_a_users_model_has_no_baselines_yet():
-    from droptune.report.candidates import Candidate
-
     with pytest.raises(ConfigError) as error:
         baselines(Candidate("trial 0", ("model=custom",)), "custom")
     assert error.value.key == "model.family"
@@ -162,6 +161,8 @@ def test_a_report_retrains_winners_and_baselines_over_seeds_and_reuses_what_it_f
             key=lambda r: int(r.data.tags["report_seed"]),
         )
         logged = [r.data.metrics["test/acc"] for r in mine]
+        key = config_key(Candidate(row["name"], tuple(row["overrides"])))
+        assert {r.data.tags["report_config"] for r in mine} == {key}  # reused by config, not name
         assert [int(r.data.tags["report_seed"]) for r in mine] == row["seeds"] == again["seeds"]
         low, high = stats.t.interval(
             0.95, len(logged) - 1, loc=np.mean(logged), scale=stats.sem(logged)

@@ -3,10 +3,12 @@ report's MLflow run; a retrain that finished before (found by its tags) is read,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +50,14 @@ def train_config(overrides: Sequence[str]) -> dict[str, Any]:
         return OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
 
 
+def config_key(candidate: Candidate) -> str:
+    """What a retrain is reused by: its config, not its name (a study that gains trials may get
+    a new best, and with it new baselines under the same names)."""
+    return hashlib.sha256(json.dumps(candidate.overrides).encode()).hexdigest()[:16]
+
+
 def finished_retrains(tracker: Tracker, report_run_id: str) -> dict[tuple[str, int], Retrain]:
-    """The report's retrains that ended, by (candidate, seed)."""
+    """The report's retrains that ended, by (config key, seed)."""
     runs = tracker.client.search_runs(
         [tracker.experiment_id],
         f"tags.mlflow.parentRunId = '{report_run_id}' and attributes.status = 'FINISHED'",
@@ -57,8 +65,11 @@ def finished_retrains(tracker: Tracker, report_run_id: str) -> dict[tuple[str, i
     )
     found = {}
     for run in runs:
-        key = (run.data.tags["report_candidate"], int(run.data.tags["report_seed"]))
-        found[key] = Retrain(key[0], key[1], dict(run.data.metrics), run.info.run_id)
+        tags = run.data.tags
+        seed = int(tags["report_seed"])
+        found[(tags["report_config"], seed)] = Retrain(
+            tags["report_candidate"], seed, dict(run.data.metrics), run.info.run_id
+        )
     return found
 
 
@@ -75,8 +86,9 @@ def retrain_all(
     retrains = []
     for seed in seeds:
         for candidate in candidates:
-            if (candidate.name, seed) in done:
-                retrains.append(done[(candidate.name, seed)])
+            found = done.get((config_key(candidate), seed))
+            if found is not None:
+                retrains.append(replace(found, candidate=candidate.name))
                 continue
             log.info("retrain %s, seed %d", candidate.name, seed)
             cfg = train_config([*candidate.overrides, *shared, f"seed={seed}"])
@@ -88,6 +100,7 @@ def retrain_all(
                     "droptune_role": "retrain",
                     "report_candidate": candidate.name,
                     "report_seed": seed,
+                    "report_config": config_key(candidate),
                 },
             )
             retrains.append(
