@@ -16,8 +16,8 @@ ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
 
 .DEFAULT_GOAL := help
 # ARGS reach Hydra as typed: no brace or glob expansion (model.dropout.sites={encoder.*:0.1,head.*:0.5})
-train sites tune worker bench report: .SHELLFLAGS := +B -f -c
-.PHONY: help install lock upgrade servers lint format test test-fast train sites tune worker report mlflow-server bench ui clean
+train sites tune worker bench report seeds-report: .SHELLFLAGS := +B -f -c
+.PHONY: help install lock upgrade servers lint format test test-fast train sites tune worker report seeds-report mlflow-server bench ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ install: ## create .venv with the locked dependencies (requirements.lock) and dr
 	$(PY) -m pip install -q "$$(grep -m1 '^uv==' requirements.lock)"
 	$(UV) pip sync -q --python $(PY) requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v slurmctld munged >/dev/null \
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v slurmctld munged chromium >/dev/null \
 		|| $(MAKE) --no-print-directory servers
 
 lock: ## re-resolve requirements.lock after editing pyproject.toml (keeps every other pin)
@@ -36,8 +36,8 @@ lock: ## re-resolve requirements.lock after editing pyproject.toml (keeps every 
 upgrade: ## requirements.lock with the newest releases pyproject.toml allows; then make install test
 	$(UV) pip compile -q $(LOCK_FLAGS) --upgrade -o requirements.lock pyproject.toml
 
-servers: ## install Debian's PostgreSQL, SLURM and munge (the cluster tests start throwaway ones)
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql slurm-wlm munge
+servers: ## install Debian's PostgreSQL, SLURM, munge (the cluster tests start throwaway ones) and Chromium (the page tests)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql slurm-wlm munge chromium
 
 lint: ## ruff check and format check
 	$(VENV)/bin/ruff check .
@@ -69,6 +69,14 @@ worker: ## a cluster worker: make worker ARGS="study=postgres tracking=server st
 
 report: ## retrain a study's best configs and baselines over seeds: make report ARGS="study.name=fm-a"
 	$(PY) pipelines/report.py $(ARGS)
+
+SONAR_STUDY := experiment=seed004_sonar_hidden search=sonar_dropout study.name=sonar-seeds
+seeds-report: ## the seed tutorials' models over seeds, with intervals, into docs/reports/ (hours on 2 cores)
+	$(PY) pipelines/report.py compare=d2l_fashion paths.output_dir=$(CURDIR)/docs/reports/d2l_fashion $(ARGS)
+	$(PY) pipelines/report.py compare=seed004_sonar paths.output_dir=$(CURDIR)/docs/reports/seed004_sonar $(ARGS)
+	$(PY) pipelines/tune.py $(SONAR_STUDY) study.n_trials=16 $(ARGS)
+	$(PY) pipelines/report.py $(SONAR_STUDY) compare=seed004_sonar report.from_study=true report.top_k=1 \
+		paths.output_dir=$(CURDIR)/docs/reports/seed004_sonar_tuned $(ARGS)
 
 mlflow-server: ## MLflow server: MLFLOW_BACKEND_STORE_URI (PostgreSQL), artifacts in mlruns/server-artifacts
 	@test -n "$(MLFLOW_BACKEND_STORE_URI)" || { echo "set MLFLOW_BACKEND_STORE_URI=postgresql+psycopg://user:pass@host/mlflow"; exit 2; }

@@ -16,7 +16,7 @@ os.environ.setdefault("DROPTUNE_ROOT", str(Path(__file__).resolve().parents[1]))
 from droptune.data import DataFileError  # noqa: E402
 from droptune.errors import ConfigError  # noqa: E402
 from droptune.overrides import exit_if_misspelt  # noqa: E402
-from droptune.report.numbers import summary_lines  # noqa: E402
+from droptune.report.numbers import console_table, headline  # noqa: E402
 from droptune.report.run import make_report  # noqa: E402
 from droptune.signals import exit_on_signals  # noqa: E402
 
@@ -29,13 +29,14 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     exit_on_signals()
     try:
-        report = make_report(config, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
+        report = make_report(config, list(hydra_cfg.overrides.task))
     except (ConfigError, DataFileError) as error:
         log.error("%s", error)
         sys.exit(2)
-    for line in summary_lines(report["configs"], report["metric"]):
+    for line in console_table(report):
         log.info("%s", line)
-    log.info("report: %s/report.json", config["paths"]["output_dir"])
+    log.info("%s", headline(report))
+    log.info("report: %s/report.html (and .md, .json)", config["paths"]["output_dir"])
 
 
 if __name__ == "__main__":

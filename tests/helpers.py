@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,20 @@ def compose_config(*overrides: str, config_name: str = "train") -> dict:
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def chromium(url: str, screenshot: Path) -> str:
+    """The page's DOM after its scripts ran, in a real headless Chromium, and a screenshot of it."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    shot = subprocess.run(
+        ["chromium", *flags, "--window-size=1280,1800", f"--screenshot={screenshot}", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.returncode == 0 and screenshot.exists(), shot.stderr[-2000:]
+    dom = subprocess.run(
+        ["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # droptune's entry modules, and with them torch, Lightning, MLflow, Optuna and Hydra
-PRELOAD = ["droptune.study.loop", "droptune.train", "droptune.bench"]
+PRELOAD = ["droptune.study.loop", "droptune.train", "droptune.bench", "droptune.report.run"]
 
 
 @dataclass(frozen=True)

@@ -3,23 +3,37 @@ nested in MLflow and reused on a second run, and its refusals before any trainin
 
 from __future__ import annotations
 
+import html as htmllib
 import json
+import re
+import signal
+import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import optuna
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from droptune.build import model_sites
+from droptune.config import validate
+from droptune.data.module import TensorDataModule
 from droptune.errors import ConfigError
+from droptune.fit import fit
+from droptune.inputs import load_data, splits
 from droptune.report.candidates import TEXTBOOK, Candidate, baselines, top_configs
+from droptune.report.documents import write_documents
 from droptune.report.mattered import what_mattered
-from droptune.report.retrain import config_key
-from droptune.report.run import make_report
+from droptune.report.numbers import headline, numbers, table
+from droptune.report.retrain import SCORES, Retrain, config_key, train_config
+from droptune.report.run import make_report, plan
 from droptune.report.stats import paired_difference, t_interval
 from droptune.study import optimize
-from tests.helpers import compose_config
+from tests.helpers import REPO, chromium, compose_config
+from tests.launch import Launched
 
 
 def test_a_t_interval_is_the_mean_plus_minus_the_t_quantile_times_the_standard_error():
@@ -113,10 +127,20 @@ def test_baselines_change_only_dropout_and_max_norm_of_the_best_config(make_cfg,
         }
 
 
-def test_a_users_model_has_no_baselines_yet():
-    with pytest.raises(ConfigError) as error:
-        baselines(Candidate("trial 0", ("model=custom",)), "custom")
-    assert error.value.key == "model.family"
+def test_a_users_models_baseline_sets_every_site_to_zero_and_it_has_no_textbook(make_cfg):
+    net = "model._target_=examples.mynets.nets.SmallConvNet"
+    tuned = (
+        "data=digits",
+        "model=custom",
+        net,
+        "model.dropout.sites={features.*:0.3,head.drop:0.4}",
+    )
+    (none,) = baselines(Candidate("trial 0", tuned), "custom")
+    cfgs = [make_cfg(*line) for line in (tuned, none.overrides)]
+    rates = [{s.path: s.rate for s in model_sites(c["model"], (1, 8, 8), 10).sites} for c in cfgs]
+    assert len(rates[0]) == 3 and any(r > 0 for r in rates[0].values())
+    assert rates[1].keys() == rates[0].keys() and set(rates[1].values()) == {0.0}
+    assert cfgs[1]["model"]["max_norm"] is None
 
 
 BASE = ["trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3", "model.width=32"]
@@ -130,7 +154,7 @@ def tuned_study(tmp_path, n_trials=6):
 def report(tmp_path, *extra):
     overrides = [f"paths.root_dir={tmp_path}", *BASE, "study.name=r", *extra]
     cfg = compose_config(*overrides, config_name="report")
-    return make_report(cfg, {"data": "digits"}, overrides), cfg
+    return make_report(cfg, overrides), cfg
 
 
 def retrain_runs(client, report_run_id):
@@ -138,14 +162,33 @@ def retrain_runs(client, report_run_id):
     return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{report_run_id}'")
 
 
+@pytest.fixture
+def test_reads(monkeypatch):
+    """How often the held-out test split is read (each read: one evaluation of one model)."""
+    reads = []
+    own = TensorDataModule.test_dataloader
+
+    def counted(self):
+        reads.append(self)
+        return own(self)
+
+    monkeypatch.setattr(TensorDataModule, "test_dataloader", counted)
+    return reads
+
+
 @pytest.mark.slow
-def test_a_report_retrains_winners_and_baselines_over_seeds_and_reuses_what_it_finished(tmp_path):
+def test_a_report_retrains_winners_and_baselines_over_seeds_and_reuses_what_it_finished(
+    tmp_path, test_reads
+):
     study = tuned_study(tmp_path)
+    assert test_reads == []  # the study selects on validation only
     first, cfg = report(tmp_path, "report.top_k=2", "report.seeds=2")
     client = MlflowClient(cfg["tracking"]["uri"])
     run_id = first["mlflow_report_run_id"]
     assert len(retrain_runs(client, run_id)) == 4 * 2
+    assert len(test_reads) == 4 * 2  # once per retrain, by its final model
     again, again_cfg = report(tmp_path, "report.top_k=2", "report.seeds=3")  # one seed more
+    assert len(test_reads) == 4 * 3  # the 8 reused retrains are not tested again
     assert again["mlflow_report_run_id"] == run_id
     runs = retrain_runs(client, run_id)
     assert len(runs) == 4 * 3 and all(r.info.status == "FINISHED" for r in runs)
@@ -175,18 +218,21 @@ def test_a_report_retrains_winners_and_baselines_over_seeds_and_reuses_what_it_f
                 (r for r in runs if r.data.tags["report_candidate"] == "no dropout"),
                 key=lambda r: int(r.data.tags["report_seed"]),
             )]  # fmt: skip
-            assert row["vs_no_dropout"]["mean"] == pytest.approx(
-                np.mean(logged) - np.mean(baseline)
-            )
+            assert row["vs_reference"]["mean"] == pytest.approx(np.mean(logged) - np.mean(baseline))
     assert again["what_mattered"]["trials"] == sum(t.state.name == "COMPLETE" for t in optuna.load_study(
         study_name="r", storage=cfg["study"]["storage"]).trials)  # fmt: skip
     assert 0 not in again["seeds"]  # the study's own seed, on which its winners were picked
     winner = study["best_trial"]
     assert rows[f"trial {winner}"]["study_value"] == pytest.approx(study["best_value"])
-    assert json.loads((Path(again_cfg["paths"]["output_dir"]) / "report.json").read_text()) == again
+    out = Path(again_cfg["paths"]["output_dir"])
+    assert json.loads((out / "report.json").read_text()) == again
+    assert headline(again) in (out / "report.md").read_text()
+    logged = {a.path for a in client.list_artifacts(run_id)}
+    assert {"report.json", "report.md", "report.html"} <= logged
 
     last, _ = report(tmp_path, "report.top_k=2", "report.seeds=3")  # all there: trains nothing
     assert len(retrain_runs(client, run_id)) == 12 and last["configs"] == again["configs"]
+    assert len(test_reads) == 12
 
 
 def test_a_report_of_a_study_that_is_not_there_stops_with_one_line_and_writes_nothing(tmp_path):
@@ -245,3 +291,159 @@ def test_what_mattered_counts_each_dropout_choice_with_its_best_and_median():
     ]  # a list of rates, binned by its mean
     assert "variant" not in found["per_choice"]  # never chosen: the study's default throughout
     assert set(found["importances"]) == {"x"} and found["trials"] == 4
+
+
+def fabricated_report(study, seeds=(1, 2, 3)):
+    """A report of the study's two best and a no-dropout baseline, from made-up seed scores."""
+    candidates = [*top_configs(study, 2), Candidate("no dropout", ("data=digits",))]
+    rng = np.random.default_rng(0)
+    retrains = [
+        Retrain(c.name, seed, {"test/acc": rng.uniform(0.8, 0.9), "gap/acc": 0.01}, "run")
+        for c in candidates
+        for seed in seeds
+    ]
+    configs = numbers(
+        candidates,
+        retrains,
+        metric="test/acc",
+        keys=SCORES,
+        confidence=0.95,
+        reference="no dropout",
+    )
+    return {
+        "report": "r", "study": study.study_name, "fingerprint": "f", "droptune_version": "v",
+        "git_commit": "c", "metric": "test/acc", "split": "test set", "confidence": 0.95,
+        "reference": "no dropout", "seeds": list(seeds), "configs": configs,
+        "what_mattered": what_mattered(study), "mlflow_report_run_id": "run",
+    }  # fmt: skip
+
+
+@pytest.mark.browser
+def test_the_html_report_opens_offline_in_chromium_with_its_headline_tables_and_plots(tmp_path):
+    study = optuna.create_study(direction="maximize", study_name="r")
+    add_trials(study, [(0.1, 0.90), (0.2, 0.70), (0.3, 0.80)])
+    result = fabricated_report(study)
+    json_path, md_path, html_path = write_documents(result, study, tmp_path / "out")
+    assert json.loads(json_path.read_text()) == result
+    page = html_path.read_text()
+    assert "<script src=" not in page  # plotly's script is inlined: the file opens offline
+    dom = chromium(html_path.as_uri(), tmp_path / "report.png")
+    text = " ".join(htmllib.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+    assert headline(result) in text
+    for row in table(result):  # every cell of the configs' table, in order, on the page
+        assert " ".join(" ".join(row).split()) in text
+    figures = page.count('class="plotly-graph-div"')
+    drawn = dom.count('class="plotly-graph-div js-plotly-plot"')  # plotly's mark of a drawn plot
+    assert figures >= 2 and drawn == figures  # the per-seed plot and the study's, all drawn
+    assert (tmp_path / "report.png").stat().st_size > 20_000  # a page, not a blank
+    md = md_path.read_text()
+    assert headline(result) in md and "| trial 0 | " in md
+
+
+def test_a_report_plan_refuses_bad_configs_before_any_run(tmp_path):
+    def planned(*extra):
+        overrides = [f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", *extra]
+        return plan(validate(compose_config(*overrides, config_name="report")), overrides)
+
+    no_study = ("report.from_study=false", "report.baselines=false")
+    refused = {
+        "report.configs": [*no_study],
+        "report.reference": [*no_study, 'report.configs={a:["data=digits"]}'],
+        "the line of 'a'": [*no_study, "report.reference=a", 'report.configs={a:["experiment=nope"]}'],
+        "data.val_fraction (in 'a')": [
+            *no_study, "report.reference=a", 'report.configs={a:["data=digits","data.val_fraction=2.0"]}'
+        ],
+        "data.cv_folds": [
+            *no_study, "report.reference=a",
+            'report.configs={a:["data=digits"],b:["experiment=seed004_sonar_baseline"]}',
+        ],
+    }  # fmt: skip
+    for key, overrides in refused.items():
+        with pytest.raises(ConfigError) as error:
+            planned(*overrides)
+        assert error.value.key == key, (key, str(error.value))
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+@pytest.mark.parametrize(
+    ("preset", "metric", "names"),
+    [
+        ("seed004_sonar", "cv/acc_mean", ["baseline", "input", "hidden"]),
+        ("d2l_fashion", "test/acc", ["d2l", "no dropout", "textbook"]),
+    ],
+)
+def test_the_compare_presets_plan_the_seed_tutorials_configs(tmp_path, preset, metric, names):
+    overrides = [f"paths.root_dir={tmp_path}", f"compare={preset}"]
+    planned = plan(validate(compose_config(*overrides, config_name="report")), overrides)
+    assert [c.name for c in planned.candidates] == names and planned.metric == metric
+    assert not any(o.startswith("compare=") for c in planned.candidates for o in c.overrides)
+
+
+def test_paired_seeds_share_initial_weights_and_data_order_across_configs_of_one_shape(tmp_path):
+    best = Candidate("trial 0", (
+        "data=digits", "trainer.accelerator=cpu", f"paths.root_dir={tmp_path}", "trainer.max_epochs=1",
+        "model.widths=[32,16]", "model.dropout.hidden=0.4", "model.dropout.input=0.1", "model.max_norm=2.0",
+    ))  # fmt: skip
+
+    def start(candidate, seed):
+        """The model's parameters and the targets of the first batch of a retrain's fit."""
+        cfg = train_config(
+            [*candidate.overrides, "evaluate_test=true", "test_seed=0", f"seed={seed}"]
+        )
+        arrays = load_data(cfg)
+        ((train_index, val_index),) = splits(cfg, arrays)
+        seen = {}
+
+        class First(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if batch_idx == 0:
+                    seen["weights"] = [p.detach().clone() for p in pl_module.parameters()]
+                    seen["targets"] = batch[1].clone()
+
+        fit(cfg, arrays, train_index, val_index, callbacks=[First()])
+        return seen
+
+    none, textbook = baselines(best, "mlp")
+    one = [start(c, seed=1) for c in (best, none, textbook)]
+    for other in one[1:]:
+        assert torch.equal(one[0]["targets"], other["targets"])
+        pairs = zip(one[0]["weights"], other["weights"], strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
+    two = start(best, seed=2)  # another seed: another start
+    assert not torch.equal(one[0]["targets"], two["targets"])
+    assert not torch.equal(one[0]["weights"][0], two["weights"][0])
+
+
+@pytest.mark.slow
+def test_a_killed_report_loses_only_the_retrain_in_flight_and_a_rerun_completes_it(tmp_path):
+    tuned_study(tmp_path, n_trials=2)
+    extra = ["report.top_k=1", "report.seeds=2", "trainer.max_epochs=40"]
+    overrides = [f"paths.root_dir={tmp_path}", *BASE, "study.name=r", *extra]
+    process = Launched([str(REPO / "pipelines" / "report.py"), *overrides], stdout=tmp_path / "log")
+    cfg = compose_config(*overrides, config_name="report")
+    client = MlflowClient(cfg["tracking"]["uri"])
+    experiment = client.get_experiment_by_name(cfg["tracking"]["experiment"]).experiment_id
+    deadline, finished = time.time() + 300, []
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.3)
+        runs = [r for r in client.search_runs([experiment]) if "report_seed" in r.data.tags]
+        finished = [r.info.run_id for r in runs if r.info.status == "FINISHED"]
+        running = [r for r in runs if r.info.status == "RUNNING" and r.data.metrics]
+        if len(finished) >= 2 and running:  # mid-retrain, with epochs logged
+            break
+    else:
+        process.kill()
+        pytest.fail(
+            f"the report never got two retrains in: {(tmp_path / 'log').read_text()[-3000:]}"
+        )
+    process.kill()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+
+    result, _ = report(tmp_path, *extra)
+    runs = retrain_runs(client, result["mlflow_report_run_id"])
+    states = sorted(r.info.status for r in runs)
+    assert states == ["FINISHED"] * 3 * 2 + ["KILLED"]  # the one in flight, kept as killed
+    assert set(finished) <= {r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    assert all(len(row["seeds"]) == 2 for row in result["configs"])

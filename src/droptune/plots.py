@@ -8,8 +8,8 @@ rate per placement, and the generalization gap against the rate.
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -19,6 +19,7 @@ import optuna  # noqa: E402
 import optuna.visualization as plotly_plots  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from droptune.quiet import young_study_importances  # noqa: E402
 from droptune.tracking import StudyTracking  # noqa: E402
 
 log = logging.getLogger("droptune")
@@ -26,21 +27,26 @@ log = logging.getLogger("droptune")
 OPTUNA_PLOTS = ("plot_optimization_history", "plot_param_importances", "plot_parallel_coordinate")
 
 
-def _optuna_plots(study: optuna.Study, out: Path) -> list[Path]:
-    """Each plot as interactive HTML (plotly; MLflow's artifact view shows it in place); one that
-    cannot be drawn yet is skipped. Optuna's matplotlib twins would add nothing to these but the
-    time to draw them (most of a small study's plotting)."""
-    written = []
+def optuna_figures(study: optuna.Study) -> dict[str, Any]:
+    """Optuna's plots (plotly figures) by name; one that cannot be drawn yet is skipped."""
+    figures = {}
     for name in OPTUNA_PLOTS:
-        path = out / f"{name.removeprefix('plot_')}.html"
         try:
-            with warnings.catch_warnings():
-                # the importance evaluator warns of parameters with few trials: every young study
-                warnings.filterwarnings("ignore", category=UserWarning, module="optuna.importance")
-                getattr(plotly_plots, name)(study).write_html(path)
+            with young_study_importances():
+                figures[name.removeprefix("plot_")] = getattr(plotly_plots, name)(study)
         except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as error:
-            log.info("plot %s skipped: %s", path.name, error)
-            continue
+            log.info("plot %s skipped: %s", name.removeprefix("plot_"), error)
+    return figures
+
+
+def _optuna_plots(study: optuna.Study, out: Path) -> list[Path]:
+    """Each plot as interactive HTML (plotly; MLflow's artifact view shows it in place).
+    Optuna's matplotlib twins would add nothing to these but the time to draw them (most of a
+    small study's plotting)."""
+    written = []
+    for name, figure in optuna_figures(study).items():
+        path = out / f"{name}.html"
+        figure.write_html(path)
         written.append(path)
     return written
 

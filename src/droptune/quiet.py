@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import optuna
 
@@ -29,3 +31,12 @@ def quiet_libraries() -> None:
     warnings.filterwarnings(
         "ignore", message="`LightningModule.configure_optimizers` returned `None`"
     )
+
+
+@contextmanager
+def young_study_importances() -> Iterator[None]:
+    """Optuna's importance evaluator warns of parameters with few trials: every young study,
+    each time its importances are read (the study's plots, the report)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="optuna.importance")
+        yield

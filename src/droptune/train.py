@@ -28,11 +28,12 @@ def train(
     choices: Mapping[str, Any] | None = None,
     parent_run_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
+    log_epochs: bool = True,
 ) -> dict[str, Any]:
     """Validate, load, fit (one split or CV), evaluate if asked, track; returns the summary.
 
     `parent_run_id` nests the run (a report's retrains under the report's run); `tags` add to
-    droptune's own."""
+    droptune's own; `log_epochs=False` keeps the epochs out of the log (still in MLflow)."""
     quiet_libraries()
     cfg = validate(cfg)
     arrays = load_data(cfg)
@@ -57,7 +58,10 @@ def train(
             cfg,
             arrays,
             folds,
-            sinks=[log_epoch, lambda m, e: tracker.log_metrics(run_id, m, e)],
+            sinks=[
+                *([log_epoch] if log_epochs else []),
+                lambda m, e: tracker.log_metrics(run_id, m, e),
+            ],
             evaluate_test=cfg["evaluate_test"],
         )
         metrics, results = fitted.metrics, fitted.folds

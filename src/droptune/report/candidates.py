@@ -8,17 +8,22 @@ config's list with its dropout settings overridden after it (Hydra's last overri
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
 
+from droptune.config.types import USER_FAMILIES
 from droptune.errors import ConfigError
 
 # Srivastava et al. 2014: p = 0.2 on the inputs, 0.5 on hidden units after the activation, and
 # every unit's incoming weights kept at norm <= c with c of 3-4
 TEXTBOOK = {"input": 0.2, "hidden": 0.5, "max_norm": 3.5}
-OWN_FAMILIES = ("mlp", "cnn")  # droptune's models, whose dropout keys the baselines set
+NO_DROPOUT = "no dropout"
+# a user model's sites, all at rate 0: `++` merges a glob matching every site after the config's
+# own (a trial's line names them all at once), and the last glob wins
+NO_SITE_DROPOUT = ("++model.dropout.sites={*:0.0}", "model.max_norm=null")
 
 
 @dataclass(frozen=True)
@@ -64,16 +69,20 @@ def top_configs(study: optuna.Study, k: int) -> list[Candidate]:
     ]
 
 
+def configured(configs: Mapping[str, Sequence[str]]) -> list[Candidate]:
+    """The report's own configs (`report.configs`: name -> `make train` line), in their order."""
+    return [Candidate(name, tuple(line)) for name, line in configs.items()]
+
+
 def baselines(best: Candidate, family: str) -> list[Candidate]:
     """No dropout (every rate 0, max-norm off) and the textbook default (input 0.2, hidden 0.5
-    after the activation, max-norm 3.5), both on the best config's network and optimizer."""
-    if family not in OWN_FAMILIES:
-        raise ConfigError(
-            "model.family",
-            family,
-            f"one of {', '.join(OWN_FAMILIES)} for the report's baselines (a user model's sites "
-            "have no rates the report can set yet)",
-        )
+    after the activation, max-norm 3.5), both on the best config's network and optimizer.
+
+    A user's model gets no dropout only: every site it has set to 0 (a glob that matches every
+    site, merged after the config's own and so winning over them). Which of its sites is the
+    input and which a hidden layer droptune cannot know, so it has no textbook config."""
+    if family in USER_FAMILIES:
+        return [Candidate(NO_DROPOUT, (*best.overrides, *NO_SITE_DROPOUT))]
     rates = ["input", "hidden", "output", *(["conv"] if family == "cnn" else [])]
     none = [f"model.dropout.{rate}=0.0" for rate in rates] + ["model.max_norm=null"]
     textbook = [
@@ -84,6 +93,6 @@ def baselines(best: Candidate, family: str) -> list[Candidate]:
         f"model.max_norm={TEXTBOOK['max_norm']}",
     ]
     return [
-        Candidate("no dropout", (*best.overrides, *none)),
+        Candidate(NO_DROPOUT, (*best.overrides, *none)),
         Candidate("textbook", (*best.overrides, *textbook)),
     ]

@@ -8,13 +8,14 @@ trial leaves unset is the study's default and shows as "default".
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from droptune.quiet import young_study_importances
 
 RATE_BINS = (0.0, 0.1, 0.3, 0.5, 1.0)  # no / light / medium / heavy dropout
 SWITCHES = {
@@ -78,8 +79,7 @@ def what_mattered(study: optuna.Study) -> dict[str, Any]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     importances: Mapping[str, float] = {}
     if len(complete) >= 2:
-        with warnings.catch_warnings():  # few trials per parameter: every young study
-            warnings.filterwarnings("ignore", category=UserWarning, module="optuna.importance")
+        with young_study_importances():
             importances = optuna.importance.get_param_importances(study)
     return {
         "importances": {k: float(v) for k, v in importances.items()},

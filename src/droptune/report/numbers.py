@@ -1,5 +1,5 @@
 """The report's numbers from its retrains: each config's scores with intervals over seeds, and
-each config's paired difference to the no-dropout baseline."""
+each config's paired difference to the reference config (no dropout, unless told otherwise)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from droptune.report.candidates import Candidate
 from droptune.report.retrain import Retrain
 from droptune.report.stats import Interval, paired_difference, t_interval
 
-NO_DROPOUT = "no dropout"
-
 
 def per_seed(retrains: Sequence[Retrain], candidate: str, key: str) -> list[float]:
     """`key` of each of the candidate's retrains, in seed order (only seeds that logged it)."""
@@ -23,13 +21,15 @@ def per_seed(retrains: Sequence[Retrain], candidate: str, key: str) -> list[floa
 def numbers(
     candidates: Sequence[Candidate],
     retrains: Sequence[Retrain],
+    *,
     metric: str,
     keys: Sequence[str],
     confidence: float,
+    reference: str,
 ) -> list[dict[str, Any]]:
     """One entry per candidate: its per-seed values and intervals of every key it logged, the
-    study's score of its trial, and (beside the baseline) the paired difference in `metric`."""
-    baseline = per_seed(retrains, NO_DROPOUT, metric)
+    study's score of its trial, and (beside the reference) the paired difference in `metric`."""
+    baseline = per_seed(retrains, reference, metric)
     rows = []
     for candidate in candidates:
         values = {k: per_seed(retrains, candidate.name, k) for k in keys}
@@ -43,25 +43,52 @@ def numbers(
             "values": values,
             "intervals": {k: asdict(t_interval(v, confidence)) for k, v in values.items()},
         }
-        if (
-            candidate.name != NO_DROPOUT
-            and baseline
-            and len(values.get(metric, [])) == len(baseline)
-        ):
-            row["vs_no_dropout"] = asdict(paired_difference(values[metric], baseline, confidence))
+        if candidate.name != reference and len(values.get(metric, [])) == len(baseline) > 1:
+            row["vs_reference"] = asdict(paired_difference(values[metric], baseline, confidence))
         rows.append(row)
     return rows
 
 
-def summary_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
-    """One line per config: its metric with its interval, and what it bought over no dropout:
-    'trial 7: test/acc 88.2% [87.9, 88.5] (study 88.9%), vs no dropout +1.9 points [+1.4, +2.4]'."""
-    lines = []
-    for row in rows:
-        line = f"{row['name']}: {metric} {Interval(**row['intervals'][metric]).percent()}"
-        if row["study_value"] is not None:
-            line += f" (study {100 * row['study_value']:.1f}%)"
-        if "vs_no_dropout" in row:
-            line += f", vs no dropout {Interval(**row['vs_no_dropout']).points()}"
-        lines.append(f"{line}, {len(row['seeds'])} seeds")
-    return lines
+def headline(report: Mapping[str, Any]) -> str:
+    """What the user asked, in one line: the first config (the study's best) against the
+    reference, e.g. 'trial 7 vs no dropout: +1.9 points [+1.4, +2.4] of test/acc, 5 seeds'."""
+    first = report["configs"][0]
+    if "vs_reference" not in first:
+        return f"{first['name']}: {_score(first, report['metric'])}"
+    gain = Interval(**first["vs_reference"])
+    return (
+        f"{first['name']} vs {report['reference']}: {gain.points()} of {report['metric']} "
+        f"({int(100 * report['confidence'])}% interval), {gain.n} paired seeds"
+    )
+
+
+def _score(row: Mapping[str, Any], metric: str) -> str:
+    return Interval(**row["intervals"][metric]).percent() if metric in row["intervals"] else "-"
+
+
+def table(report: Mapping[str, Any]) -> list[list[str]]:
+    """The configs as rows of text: name, the metric with its interval, the study's own score
+    of that trial (selected as the best of many: biased up), the paired difference to the
+    reference, the generalization gap and the seed count. The first row is the header."""
+    metric, reference = report["metric"], report["reference"]
+    rows = [["config", metric, "in the study", f"vs {reference}", "gap/acc", "seeds"]]
+    for row in report["configs"]:
+        study = row["study_value"]
+        rows.append(
+            [
+                row["name"],
+                _score(row, metric),
+                "-" if study is None else f"{100 * study:.1f}%",
+                Interval(**row["vs_reference"]).points() if "vs_reference" in row else "-",
+                _score(row, "gap/acc"),
+                str(len(row["seeds"])),
+            ]
+        )
+    return rows
+
+
+def console_table(report: Mapping[str, Any]) -> list[str]:
+    """`table` aligned in columns, for the terminal."""
+    rows = table(report)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]

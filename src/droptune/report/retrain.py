@@ -14,8 +14,12 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from droptune.config import validate
+from droptune.errors import ConfigError
 from droptune.report.candidates import Candidate
 from droptune.tracking import Tracker
 from droptune.train import train
@@ -50,21 +54,49 @@ def train_config(overrides: Sequence[str]) -> dict[str, Any]:
         return OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
 
 
+def checked_configs(
+    candidates: Sequence[Candidate], shared: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Every candidate's config, composed and checked before any training: a line that does
+    not compose (an experiment that is not there, a misspelt key) or checks out wrong is one
+    ConfigError naming the config."""
+    configs = {}
+    for candidate in candidates:
+        try:
+            configs[candidate.name] = validate(train_config([*candidate.overrides, *shared]))
+        except (HydraException, OmegaConfBaseException) as error:
+            raise ConfigError(
+                f"the line of {candidate.name!r}",
+                list(candidate.overrides),
+                f"a `make train` line that composes ({str(error).splitlines()[0]})",
+            ) from None
+        except ConfigError as error:
+            raise ConfigError(
+                f"{error.key} (in {candidate.name!r})", error.value, error.allowed
+            ) from None
+    return configs
+
+
 def config_key(candidate: Candidate) -> str:
-    """What a retrain is reused by: its config, not its name (a study that gains trials may get
-    a new best, and with it new baselines under the same names)."""
+    """What a retrain is reused by: its whole line, not its name (a study that gains trials may
+    get a new best, and with it new baselines under the same names; a report asked for more
+    epochs trains anew)."""
     return hashlib.sha256(json.dumps(candidate.overrides).encode()).hexdigest()[:16]
 
 
 def finished_retrains(tracker: Tracker, report_run_id: str) -> dict[tuple[str, int], Retrain]:
-    """The report's retrains that ended, by (config key, seed)."""
+    """The report's retrains that ended, by (config key, seed). Those a killed report left
+    RUNNING are marked KILLED (kept, with the epochs they logged) and will be trained again."""
     runs = tracker.client.search_runs(
-        [tracker.experiment_id],
-        f"tags.mlflow.parentRunId = '{report_run_id}' and attributes.status = 'FINISHED'",
-        max_results=10000,
+        [tracker.experiment_id], f"tags.mlflow.parentRunId = '{report_run_id}'", max_results=10000
     )
     found = {}
     for run in runs:
+        if run.info.status == "RUNNING":
+            log.info("retrain %s was interrupted: marked KILLED, trained again", run.info.run_name)
+            tracker.end_run(run.info.run_id, "KILLED")
+        if run.info.status != "FINISHED":
+            continue
         tags = run.data.tags
         seed = int(tags["report_seed"])
         found[(tags["report_config"], seed)] = Retrain(
@@ -74,14 +106,10 @@ def finished_retrains(tracker: Tracker, report_run_id: str) -> dict[tuple[str, i
 
 
 def retrain_all(
-    candidates: Sequence[Candidate],
-    seeds: Sequence[int],
-    shared: Sequence[str],
-    tracker: Tracker,
-    report_run_id: str,
+    candidates: Sequence[Candidate], seeds: Sequence[int], tracker: Tracker, report_run_id: str
 ) -> list[Retrain]:
     """Every candidate once per seed (seed-major: a killed report has every config at the same
-    number of seeds). `shared` overrides follow each candidate's own: paths, tracking, test."""
+    number of seeds)."""
     done = finished_retrains(tracker, report_run_id)
     retrains = []
     for seed in seeds:
@@ -90,8 +118,7 @@ def retrain_all(
             if found is not None:
                 retrains.append(replace(found, candidate=candidate.name))
                 continue
-            log.info("retrain %s, seed %d", candidate.name, seed)
-            cfg = train_config([*candidate.overrides, *shared, f"seed={seed}"])
+            cfg = train_config([*candidate.overrides, f"seed={seed}"])
             cfg["tracking"]["run_name"] = f"{candidate.name} · seed {seed}"
             summary = train(
                 cfg,
@@ -102,8 +129,19 @@ def retrain_all(
                     "report_seed": seed,
                     "report_config": config_key(candidate),
                 },
+                log_epochs=False,
             )
             retrains.append(
                 Retrain(candidate.name, seed, summary["metrics"], summary["mlflow_run_id"])
             )
+            log.info("retrain %s · seed %d: %s", candidate.name, seed, _scores(summary))
     return retrains
+
+
+def _scores(summary: dict[str, Any]) -> str:
+    """A retrain's line: its score and how long it took."""
+    metrics = summary["metrics"]
+    score = next(
+        (f"{k} {100 * metrics[k]:.2f}%" for k in (*SCORES, *CV_SCORES) if k in metrics), ""
+    )
+    return f"{score} ({summary['seconds_per_epoch']:.2f} s/epoch)"

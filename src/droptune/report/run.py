@@ -1,11 +1,12 @@
-"""`make report`: open the finished study, retrain its winners and the baselines over seeds,
-and write report.json (every number) beside a report run under the study's MLflow parent."""
+"""`make report`: open the finished study, retrain its winners, the baselines and the user's own
+configs over seeds, and write report.json (every number), report.md and report.html beside a
+report run (under the study's MLflow parent when there is a study)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ from droptune import __version__
 from droptune.config import validate
 from droptune.errors import ConfigError
 from droptune.quiet import quiet_libraries
-from droptune.report.candidates import baselines, top_configs
+from droptune.report.candidates import Candidate, baselines, configured, top_configs
+from droptune.report.documents import write_documents
 from droptune.report.mattered import what_mattered
 from droptune.report.numbers import numbers
-from droptune.report.retrain import CV_SCORES, SCORES, retrain_all, seeds_of
-from droptune.study.loop import retrain_base
+from droptune.report.retrain import CV_SCORES, SCORES, checked_configs, retrain_all, seeds_of
+from droptune.study.loop import NOT_RETRAIN_KEYS, RETRAIN_GROUPS
 from droptune.study.resume import fingerprint
 from droptune.study.storage import StaleTrialHandler, make_storage
 from droptune.tracking import Tracker, end_status, git_commit, mask_url
@@ -53,64 +55,135 @@ def _study(cfg: Mapping[str, Any]) -> optuna.Study:
     return study
 
 
-def _report_run(tracker: Tracker, study: optuna.Study) -> str:
-    """The study's report run (a child of its parent run): the last one, or a new one."""
-    parent = study.user_attrs["mlflow_parent_run_id"]
+def _candidates(cfg: Mapping[str, Any], study: optuna.Study | None) -> list[Candidate]:
+    """The study's best, the user's own, then the baselines on the first of them; refused
+    before any training if there are none, two share a name, or the reference is not there."""
+    r = cfg["report"]
+    candidates = top_configs(study, r["top_k"]) if study is not None else []
+    candidates += configured(r["configs"] or {})
+    if not candidates:
+        raise ConfigError(
+            "report.configs",
+            r["configs"],
+            "at least one config when no study is read (report.from_study=false)",
+        )
+    if r["baselines"]:
+        candidates += baselines(candidates[0], cfg["model"]["family"])
+    names = [c.name for c in candidates]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(
+            "report.configs", twice, "names other than the study's trials' and the baselines'"
+        )
+    if r["reference"] not in names:
+        raise ConfigError(
+            "report.reference", r["reference"], f"one of the retrained configs ({', '.join(names)})"
+        )
+    return candidates
+
+
+def _shared(cli_overrides: Sequence[str]) -> list[str]:
+    """The report command's own overrides that every retrain takes (paths, tracking, trainer
+    keys): not the groups a config's line names itself (a later `data=` would replace its
+    own), not the study's or the report's keys."""
+    skipped = (*NOT_RETRAIN_KEYS, "report.", "compare=")
+    return [
+        o
+        for o in cli_overrides
+        if not o.lstrip("+~").startswith(skipped)
+        and o.split("=")[0].lstrip("+~") not in RETRAIN_GROUPS
+    ]
+
+
+def _report_run(tracker: Tracker, name: str, parent: str | None) -> str:
+    """The report's run, found by its name (so a report that adds configs to an earlier one
+    reuses that one's retrains), or a new one: a child of the study's parent run, if any."""
     found = tracker.client.search_runs(
         [tracker.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent}' and tags.droptune_role = 'report'",
+        f"tags.droptune_role = 'report' and tags.droptune_report = '{name}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if found:
         return found[0].info.run_id
-    tags = {"droptune_role": "report", "droptune_study": study.study_name}
-    return tracker.start_run(f"report · {study.study_name}", tags, parent)
+    tags = {"droptune_role": "report", "droptune_report": name}
+    return tracker.start_run(f"report · {name}", tags, parent)
 
 
-def make_report(
-    cfg: Mapping[str, Any],
-    choices: Mapping[str, Any] | None = None,
-    cli_overrides: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Retrain the study's top configs (and baselines) over seeds; returns report.json's dict."""
+def _scoring(configs: Mapping[str, Mapping[str, Any]]) -> tuple[str, tuple[str, ...]]:
+    """The metric every config is scored by: test/acc, or cv/acc_mean under k-fold. Configs
+    scored differently cannot be compared, seed by seed."""
+    cv = {name: bool(c["data"]["cv_folds"]) for name, c in configs.items()}
+    if len(set(cv.values())) > 1:
+        raise ConfigError("data.cv_folds", cv, "the same for every config (all k-fold, or none)")
+    return ("cv/acc_mean", CV_SCORES) if any(cv.values()) else ("test/acc", SCORES)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a report will retrain and how it scores it, every part checked before training."""
+
+    name: str  # the report's (its MLflow run's)
+    study: optuna.Study | None
+    candidates: list[Candidate]  # each with its whole `make train` line, as it is retrained
+    metric: str  # what the configs are compared by
+    keys: tuple[str, ...]  # every score kept per seed
+
+
+def plan(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> Plan:
+    """The report's plan from its (validated) config: one ConfigError if any part is wrong."""
+    study = _study(cfg) if cfg["report"]["from_study"] else None
+    candidates = _candidates(cfg, study)
+    shared = _shared(cli_overrides)
+    metric, keys = _scoring(checked_configs(candidates, shared))
+    # every retrain tests on the held-out examples of the study's seed, which no trial saw
+    if not metric.startswith("cv/"):
+        shared += ["evaluate_test=true", f"test_seed={cfg['seed']}"]
+    lines = [replace(c, overrides=(*c.overrides, *shared)) for c in candidates]
+    name = cfg["report"]["name"] or cfg["study"]["name"]
+    return Plan(name, study, lines, metric, keys)
+
+
+def make_report(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Retrain the planned configs over seeds; returns report.json's dict (also written beside
+    report.md and report.html, and logged on the report run)."""
     quiet_libraries()
     cfg = validate(cfg)
     r = cfg["report"]
-    study = _study(cfg)
-    candidates = top_configs(study, r["top_k"])
-    if r["baselines"]:
-        candidates += baselines(candidates[0], cfg["model"]["family"])
-    cv = bool(cfg["data"]["cv_folds"])
-    metric, keys = ("cv/acc_mean", CV_SCORES) if cv else ("test/acc", SCORES)
-    # the report command's own paths and tracking follow each trial's line; report.* are its own
-    shared = [o for o in retrain_base(choices or {}, cli_overrides) if not o.startswith("report.")]
-    # every retrain tests on the study's held-out examples (its seed's split), which no trial saw
-    shared += [] if cv else ["evaluate_test=true", f"test_seed={cfg['seed']}"]
+    planned = plan(cfg, cli_overrides)
     t = cfg["tracking"]
     tracker = Tracker(t["uri"], t["experiment"], t["artifact_root"])
-    run_id = _report_run(tracker, study)
+    parent = planned.study.user_attrs["mlflow_parent_run_id"] if planned.study is not None else None
+    run_id = _report_run(tracker, planned.name, parent)
     error: BaseException | None = None
     try:
         seeds = seeds_of(cfg["seed"], r["seeds"])
-        retrains = retrain_all(candidates, seeds, shared, tracker, run_id)
+        retrains = retrain_all(planned.candidates, seeds, tracker, run_id)
+        cv = planned.metric.startswith("cv/")
         result = {
-            "study": study.study_name,
-            "fingerprint": study.user_attrs.get("fingerprint"),
+            "report": planned.name,
+            "study": planned.study.study_name if planned.study is not None else None,
+            "fingerprint": planned.study.user_attrs.get("fingerprint") if planned.study else None,
             "droptune_version": __version__,
             "git_commit": git_commit(cfg["paths"]["root_dir"]),
-            "metric": metric,
+            "metric": planned.metric,
             "split": "repeated k-fold: each seed splits the folds anew" if cv else "test set",
             "confidence": r["confidence"],
+            "reference": r["reference"],
             "seeds": seeds,
-            "configs": numbers(candidates, retrains, metric, keys, r["confidence"]),
-            "what_mattered": what_mattered(study),
+            "configs": numbers(
+                planned.candidates,
+                retrains,
+                metric=planned.metric,
+                keys=planned.keys,
+                confidence=r["confidence"],
+                reference=r["reference"],
+            ),
+            "what_mattered": what_mattered(planned.study) if planned.study is not None else None,
             "mlflow_report_run_id": run_id,
         }
-        out = Path(cfg["paths"]["output_dir"])
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(result, indent=2))
-        tracker.client.log_artifact(run_id, str(out / "report.json"))
+        for path in write_documents(result, planned.study, Path(cfg["paths"]["output_dir"])):
+            tracker.client.log_artifact(run_id, str(path))
         return result
     except BaseException as caught:
         error = caught

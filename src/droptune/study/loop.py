@@ -53,6 +53,7 @@ log = logging.getLogger("droptune")
 # soon after the last trial ends; each look is two reads (stale trials, then the trials' states)
 WAIT_POLL_S = 2.0
 NOT_RETRAIN_KEYS = ("study", "search", "hydra", "~hydra", "paths.output_dir")
+RETRAIN_GROUPS = ("data", "model", "optim", "trainer", "experiment")  # what a trial's line names
 
 
 @dataclass
@@ -72,11 +73,7 @@ class OpenStudy:
 
 def retrain_base(choices: Mapping[str, Any], cli_overrides: Sequence[str]) -> list[str]:
     """The tune command's own choices and overrides that `make train` needs to rebuild a trial."""
-    groups = [
-        f"{g}={choices[g]}"
-        for g in ("data", "model", "optim", "trainer", "experiment")
-        if choices.get(g)
-    ]
+    groups = [f"{g}={choices[g]}" for g in RETRAIN_GROUPS if choices.get(g)]
     chosen = {g.split("=")[0] for g in groups}
     kept = [
         o
