@@ -23,6 +23,8 @@ from droptune.config import validate
 from droptune.data.module import TensorDataModule
 from droptune.errors import ConfigError
 from droptune.fit import fit
+from droptune.fused.fit import stacked_net
+from droptune.fused.grouping import Member, member_seed
 from droptune.inputs import load_data, splits
 from droptune.report.candidates import TEXTBOOK, Candidate, baselines, top_configs
 from droptune.report.documents import write_documents
@@ -447,3 +449,39 @@ def test_a_killed_report_loses_only_the_retrain_in_flight_and_a_rerun_completes_
     assert states == ["FINISHED"] * 3 * 2 + ["KILLED"]  # the one in flight, kept as killed
     assert set(finished) <= {r.info.run_id for r in runs if r.info.status == "FINISHED"}
     assert all(len(row["seeds"]) == 2 for row in result["configs"])
+
+
+def test_a_fused_report_trains_a_seeds_mlp_configs_in_one_fit_and_the_others_alone(tmp_path):
+    mlp = ["data=digits", "trainer.max_epochs=3", "model.widths=[32,16]"]
+    configs = f"report.configs={{a:{json.dumps(mlp)},alpha:{json.dumps([*mlp, 'model.dropout.variant=alpha'])}}}"
+    overrides = [
+        f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", "report.from_study=false",
+        "report.runner=fused", "report.seeds=2", "report.reference=a", configs,
+    ]  # fmt: skip
+    cfg = compose_config(*overrides, config_name="report")
+    result = make_report(cfg, overrides)
+    client = MlflowClient(cfg["tracking"]["uri"])
+    runs = retrain_runs(client, result["mlflow_report_run_id"])
+    runner = {(r.data.tags["report_candidate"], r.data.tags["report_seed"]): r for r in runs}
+    assert len(runner) == 4 * 2 and all(r.info.status == "FINISHED" for r in runs)
+    for (name, _), run in runner.items():  # the stacked model has no alpha variant: alone
+        assert run.data.tags["runner"] == ("standard" if name == "alpha" else "fused")
+        assert "test/acc" in run.data.metrics
+        history = client.get_metric_history(run.info.run_id, "val/acc")
+        assert [m.step for m in history][:3] == [0, 1, 2]  # every epoch
+    rows = {row["name"]: row for row in result["configs"]}
+    assert rows["no dropout"]["values"]["test/acc"] == [
+        runner[("no dropout", str(s))].data.metrics["test/acc"] for s in result["seeds"]
+    ]
+
+
+def test_fused_retrains_of_one_seed_and_shape_start_from_the_same_weights(tmp_path):
+    best = Candidate("a", ("data=digits", "model.widths=[32,16]", "model.dropout.hidden=0.4"))
+    lines = [best, *baselines(best, "mlp")]
+    seed = member_seed(3, 0)
+    members = [Member(i, validate(train_config(c.overrides)), seed) for i, c in enumerate(lines)]
+    net = stacked_net(members, 64, 10, "fp32")
+    for weights in net.weights:
+        assert all(torch.equal(weights[0], weights[k]) for k in (1, 2))
+    other = stacked_net([Member(0, members[0].config, member_seed(4, 0))], 64, 10, "fp32")
+    assert not torch.equal(other.weights[0][0], net.weights[0][0])

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from droptune.config.types import Allowed, Fraction, Group, PositiveInt
+from droptune.config.types import Allowed, Fraction, Group, PositiveInt, one_of
 
 TrainLine = Annotated[list[str], Allowed("a list of `make train` overrides (key=value)")]
 Configs = Annotated[
@@ -26,3 +26,5 @@ class Report(Group):
     baselines: bool  # also retrain the first config without dropout and with the textbook's
     reference: Annotated[str, Field(min_length=1), Allowed("the name of a retrained config")]
     name: str | None  # the report's MLflow run and folder name (null: the study's name)
+    # fused: a seed's configs that can share a fit train in one; auto: fused on a GPU
+    runner: one_of(("auto", "standard", "fused"))

@@ -50,9 +50,10 @@ def numbers(
 
 
 def headline(report: Mapping[str, Any]) -> str:
-    """What the user asked, in one line: the first config (the study's best) against the
-    reference, e.g. 'trial 7 vs no dropout: +1.9 points [+1.4, +2.4] of test/acc, 5 seeds'."""
-    first = report["configs"][0]
+    """What the user asked, in one line: the first config (the study's best) that is not the
+    reference against it, e.g. 'trial 7 vs no dropout: +1.9 points [+1.4, +2.4] of test/acc'."""
+    rows = report["configs"]
+    first = next((row for row in rows if "vs_reference" in row), rows[0])
     if "vs_reference" not in first:
         return f"{first['name']}: {_score(first, report['metric'])}"
     gain = Interval(**first["vs_reference"])

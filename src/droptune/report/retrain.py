@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from droptune.config import validate
 from droptune.errors import ConfigError
 from droptune.report.candidates import Candidate
+from droptune.report.fused import fused_plan, train_fused
 from droptune.tracking import Tracker
 from droptune.train import train
 
@@ -105,43 +106,65 @@ def finished_retrains(tracker: Tracker, report_run_id: str) -> dict[tuple[str, i
     return found
 
 
+def _tags(candidate: Candidate, seed: int) -> dict[str, Any]:
+    """What finds a retrain again (its line and seed) and names it in the UI."""
+    return {
+        "droptune_role": "retrain",
+        "report_candidate": candidate.name,
+        "report_seed": seed,
+        "report_config": config_key(candidate),
+    }
+
+
 def retrain_all(
-    candidates: Sequence[Candidate], seeds: Sequence[int], tracker: Tracker, report_run_id: str
+    candidates: Sequence[Candidate],
+    seeds: Sequence[int],
+    tracker: Tracker,
+    report_run_id: str,
+    runner: str = "standard",
 ) -> list[Retrain]:
     """Every candidate once per seed (seed-major: a killed report has every config at the same
-    number of seeds)."""
+    number of seeds); with `runner` fused (or auto, on a GPU) a seed's configs that can share
+    a fit train in one."""
     done = finished_retrains(tracker, report_run_id)
     retrains = []
     for seed in seeds:
+        pending = {}
         for candidate in candidates:
             found = done.get((config_key(candidate), seed))
             if found is not None:
                 retrains.append(replace(found, candidate=candidate.name))
-                continue
-            cfg = train_config([*candidate.overrides, f"seed={seed}"])
-            cfg["tracking"]["run_name"] = f"{candidate.name} · seed {seed}"
+            else:
+                pending[candidate.name] = candidate
+        configs = {
+            name: validate(train_config([*c.overrides, f"seed={seed}"]))
+            for name, c in pending.items()
+        }
+        groups, alone = fused_plan(configs, runner)
+        for group in groups:
+            tags = {name: _tags(pending[name], seed) for name in group}
+            trained = train_fused(
+                {n: configs[n] for n in group}, seed, tags, tracker, report_run_id
+            )
+            for name, (metrics, run_id) in trained.items():
+                retrains.append(Retrain(name, seed, metrics, run_id))
+                log.info("retrain %s · seed %d: %s (fused)", name, seed, _score(metrics))
+        for name in alone:
+            cfg = configs[name]
+            cfg["tracking"]["run_name"] = f"{name} · seed {seed}"
             summary = train(
                 cfg,
                 parent_run_id=report_run_id,
-                tags={
-                    "droptune_role": "retrain",
-                    "report_candidate": candidate.name,
-                    "report_seed": seed,
-                    "report_config": config_key(candidate),
-                },
+                tags={**_tags(pending[name], seed), "runner": "standard"},
                 log_epochs=False,
             )
-            retrains.append(
-                Retrain(candidate.name, seed, summary["metrics"], summary["mlflow_run_id"])
-            )
-            log.info("retrain %s · seed %d: %s", candidate.name, seed, _scores(summary))
+            retrains.append(Retrain(name, seed, summary["metrics"], summary["mlflow_run_id"]))
+            seconds = summary["seconds_per_epoch"]
+            score = _score(summary["metrics"])
+            log.info("retrain %s · seed %d: %s (%.2f s/epoch)", name, seed, score, seconds)
     return retrains
 
 
-def _scores(summary: dict[str, Any]) -> str:
-    """A retrain's line: its score and how long it took."""
-    metrics = summary["metrics"]
-    score = next(
-        (f"{k} {100 * metrics[k]:.2f}%" for k in (*SCORES, *CV_SCORES) if k in metrics), ""
-    )
-    return f"{score} ({summary['seconds_per_epoch']:.2f} s/epoch)"
+def _score(metrics: Mapping[str, float]) -> str:
+    """A retrain's score, for its log line."""
+    return next((f"{k} {100 * metrics[k]:.2f}%" for k in (*SCORES, *CV_SCORES) if k in metrics), "")

@@ -128,6 +128,7 @@ class Plan:
     candidates: list[Candidate]  # each with its whole `make train` line, as it is retrained
     metric: str  # what the configs are compared by
     keys: tuple[str, ...]  # every score kept per seed
+    experiment: str  # the MLflow experiment of the report run and its retrains
 
 
 def plan(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> Plan:
@@ -135,13 +136,21 @@ def plan(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> Plan:
     study = _study(cfg) if cfg["report"]["from_study"] else None
     candidates = _candidates(cfg, study)
     shared = _shared(cli_overrides)
-    metric, keys = _scoring(checked_configs(candidates, shared))
+    configs = checked_configs(candidates, shared)
+    metric, keys = _scoring(configs)
+    # the report and its retrains in one experiment: the study's, or the first config's
+    experiment = (
+        cfg["tracking"]["experiment"]
+        if study
+        else configs[candidates[0].name]["tracking"]["experiment"]
+    )
+    shared.append(f"tracking.experiment={experiment}")
     # every retrain tests on the held-out examples of the study's seed, which no trial saw
     if not metric.startswith("cv/"):
         shared += ["evaluate_test=true", f"test_seed={cfg['seed']}"]
     lines = [replace(c, overrides=(*c.overrides, *shared)) for c in candidates]
     name = cfg["report"]["name"] or cfg["study"]["name"]
-    return Plan(name, study, lines, metric, keys)
+    return Plan(name, study, lines, metric, keys, experiment)
 
 
 def make_report(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -152,13 +161,13 @@ def make_report(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> di
     r = cfg["report"]
     planned = plan(cfg, cli_overrides)
     t = cfg["tracking"]
-    tracker = Tracker(t["uri"], t["experiment"], t["artifact_root"])
+    tracker = Tracker(t["uri"], planned.experiment, t["artifact_root"])
     parent = planned.study.user_attrs["mlflow_parent_run_id"] if planned.study is not None else None
     run_id = _report_run(tracker, planned.name, parent)
     error: BaseException | None = None
     try:
         seeds = seeds_of(cfg["seed"], r["seeds"])
-        retrains = retrain_all(planned.candidates, seeds, tracker, run_id)
+        retrains = retrain_all(planned.candidates, seeds, tracker, run_id, r["runner"])
         cv = planned.metric.startswith("cv/")
         result = {
             "report": planned.name,
