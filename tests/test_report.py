@@ -278,7 +278,7 @@ def test_what_mattered_counts_each_dropout_choice_with_its_best_and_median():
                 user_attrs={"overrides": ["data=digits", *line]},
             )
         )
-    found = what_mattered(study)
+    found = what_mattered(study, "val/acc_best")
     placement = {row["value"]: row for row in found["per_choice"]["placement"]}
     assert placement["after"]["trials"] == 3 and placement["after"]["best"] == 0.90
     assert placement["after"]["median"] == pytest.approx(np.median([0.90, 0.80, 0.60]))
@@ -316,7 +316,7 @@ def fabricated_report(study, seeds=(1, 2, 3)):
         "report": "r", "study": study.study_name, "fingerprint": "f", "droptune_version": "v",
         "git_commit": "c", "metric": "test/acc", "split": "test set", "confidence": 0.95,
         "reference": "no dropout", "seeds": list(seeds), "configs": configs,
-        "what_mattered": what_mattered(study), "mlflow_report_run_id": "run",
+        "what_mattered": what_mattered(study, "val/acc_best"), "mlflow_report_run_id": "run",
     }  # fmt: skip
 
 

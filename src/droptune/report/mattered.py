@@ -74,8 +74,9 @@ def per_choice(trials: Sequence[FrozenTrial], maximize: bool) -> dict[str, list[
     }
 
 
-def what_mattered(study: optuna.Study) -> dict[str, Any]:
-    """Importances (Optuna's default evaluator) and the per-choice table of the study."""
+def what_mattered(study: optuna.Study, metric: str) -> dict[str, Any]:
+    """Importances (Optuna's default evaluator) and the per-choice table of the study (its
+    trials scored by `metric`)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     importances: Mapping[str, float] = {}
     if len(complete) >= 2:
@@ -85,4 +86,5 @@ def what_mattered(study: optuna.Study) -> dict[str, Any]:
         "importances": {k: float(v) for k, v in importances.items()},
         "per_choice": per_choice(complete, study.direction.name == "MAXIMIZE"),
         "trials": len(complete),
+        "metric": metric,
     }

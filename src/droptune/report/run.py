@@ -56,8 +56,7 @@ def _study(cfg: Mapping[str, Any]) -> optuna.Study:
 
 
 def _candidates(cfg: Mapping[str, Any], study: optuna.Study | None) -> list[Candidate]:
-    """The study's best, the user's own, then the baselines on the first of them; refused
-    before any training if there are none, two share a name, or the reference is not there."""
+    """The study's best, then the user's own; refused if there are none."""
     r = cfg["report"]
     candidates = top_configs(study, r["top_k"]) if study is not None else []
     candidates += configured(r["configs"] or {})
@@ -67,19 +66,21 @@ def _candidates(cfg: Mapping[str, Any], study: optuna.Study | None) -> list[Cand
             r["configs"],
             "at least one config when no study is read (report.from_study=false)",
         )
-    if r["baselines"]:
-        candidates += baselines(candidates[0], cfg["model"]["family"])
+    return candidates
+
+
+def _named_once(candidates: Sequence[Candidate], reference: str) -> None:
+    """Every config named once, the reference among them."""
     names = [c.name for c in candidates]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(
             "report.configs", twice, "names other than the study's trials' and the baselines'"
         )
-    if r["reference"] not in names:
+    if reference not in names:
         raise ConfigError(
-            "report.reference", r["reference"], f"one of the retrained configs ({', '.join(names)})"
+            "report.reference", reference, f"one of the retrained configs ({', '.join(names)})"
         )
-    return candidates
 
 
 def _shared(cli_overrides: Sequence[str]) -> list[str]:
@@ -133,10 +134,16 @@ class Plan:
 
 def plan(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> Plan:
     """The report's plan from its (validated) config: one ConfigError if any part is wrong."""
-    study = _study(cfg) if cfg["report"]["from_study"] else None
+    r = cfg["report"]
+    study = _study(cfg) if r["from_study"] else None
     candidates = _candidates(cfg, study)
     shared = _shared(cli_overrides)
     configs = checked_configs(candidates, shared)
+    if r["baselines"]:  # on the first config's network, whichever family it is
+        extra = baselines(candidates[0], configs[candidates[0].name]["model"]["family"])
+        configs |= checked_configs(extra, shared)
+        candidates += extra
+    _named_once(candidates, r["reference"])
     metric, keys = _scoring(configs)
     # the report and its retrains in one experiment: the study's, or the first config's
     experiment = (
@@ -149,7 +156,7 @@ def plan(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> Plan:
     if not metric.startswith("cv/"):
         shared += ["evaluate_test=true", f"test_seed={cfg['seed']}"]
     lines = [replace(c, overrides=(*c.overrides, *shared)) for c in candidates]
-    name = cfg["report"]["name"] or cfg["study"]["name"]
+    name = r["name"] or cfg["study"]["name"]
     return Plan(name, study, lines, metric, keys, experiment)
 
 
@@ -188,7 +195,9 @@ def make_report(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> di
                 confidence=r["confidence"],
                 reference=r["reference"],
             ),
-            "what_mattered": what_mattered(planned.study) if planned.study is not None else None,
+            "what_mattered": what_mattered(planned.study, cfg["study"]["metric"])
+            if planned.study is not None
+            else None,
             "mlflow_report_run_id": run_id,
         }
         for path in write_documents(result, planned.study, Path(cfg["paths"]["output_dir"])):
