@@ -67,12 +67,20 @@ def _score(row: Mapping[str, Any], metric: str) -> str:
     return Interval(**row["intervals"][metric]).percent() if metric in row["intervals"] else "-"
 
 
+def _loss(row: Mapping[str, Any]) -> str:
+    if "test/loss" not in row["intervals"]:  # k-fold: no test set
+        return "-"
+    loss = Interval(**row["intervals"]["test/loss"])
+    return f"{loss.mean:.3f} [{loss.low:.3f}, {loss.high:.3f}]"
+
+
 def table(report: Mapping[str, Any]) -> list[list[str]]:
     """The configs as rows of text: name, the metric with its interval, the study's own score
     of that trial (selected as the best of many: biased up), the paired difference to the
-    reference, the generalization gap and the seed count. The first row is the header."""
+    reference, the test loss, the generalization gap and the seed count. The first row is the
+    header."""
     metric, reference = report["metric"], report["reference"]
-    rows = [["config", metric, "in the study", f"vs {reference}", "gap/acc", "seeds"]]
+    rows = [["config", metric, "in the study", f"vs {reference}", "test/loss", "gap/acc", "seeds"]]
     for row in report["configs"]:
         study = row["study_value"]
         rows.append(
@@ -81,6 +89,7 @@ def table(report: Mapping[str, Any]) -> list[list[str]]:
                 _score(row, metric),
                 "-" if study is None else f"{100 * study:.1f}%",
                 Interval(**row["vs_reference"]).points() if "vs_reference" in row else "-",
+                _loss(row),
                 _score(row, "gap/acc"),
                 str(len(row["seeds"])),
             ]
@@ -92,4 +101,6 @@ def console_table(report: Mapping[str, Any]) -> list[str]:
     """`table` aligned in columns, for the terminal."""
     rows = table(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
