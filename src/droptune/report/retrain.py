@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -146,9 +146,9 @@ def retrain_all(
             trained = train_fused(
                 {n: configs[n] for n in group}, seed, tags, tracker, report_run_id
             )
-            for name, (metrics, run_id) in trained.items():
-                retrains.append(Retrain(name, seed, metrics, run_id))
-                log.info("retrain %s · seed %d: %s (fused)", name, seed, _score(metrics))
+            for name, run_id in trained.items():
+                retrains.append(Retrain(name, seed, _logged(tracker, run_id), run_id))
+                log.info("retrain %s · seed %d: %s (fused)", name, seed, _score(retrains[-1]))
         for name in alone:
             cfg = configs[name]
             cfg["tracking"]["run_name"] = f"{name} · seed {seed}"
@@ -158,13 +158,21 @@ def retrain_all(
                 tags={**_tags(pending[name], seed), "runner": "standard"},
                 log_epochs=False,
             )
-            retrains.append(Retrain(name, seed, summary["metrics"], summary["mlflow_run_id"]))
+            run_id = summary["mlflow_run_id"]
+            retrains.append(Retrain(name, seed, _logged(tracker, run_id), run_id))
             seconds = summary["seconds_per_epoch"]
-            score = _score(summary["metrics"])
+            score = _score(retrains[-1])
             log.info("retrain %s · seed %d: %s (%.2f s/epoch)", name, seed, score, seconds)
     return retrains
 
 
-def _score(metrics: Mapping[str, float]) -> str:
+def _logged(tracker: Tracker, run_id: str) -> dict[str, float]:
+    """A retrain's metrics as MLflow keeps them (each one's last value), the same whether the
+    retrain ran now or is read back on a later report."""
+    return dict(tracker.client.get_run(run_id).data.metrics)
+
+
+def _score(retrain: Retrain) -> str:
     """A retrain's score, for its log line."""
+    metrics = retrain.metrics
     return next((f"{k} {100 * metrics[k]:.2f}%" for k in (*SCORES, *CV_SCORES) if k in metrics), "")
