@@ -293,6 +293,7 @@ def test_what_mattered_counts_each_dropout_choice_with_its_best_and_median():
     ]  # a list of rates, binned by its mean
     assert "variant" not in found["per_choice"]  # never chosen: the study's default throughout
     assert set(found["importances"]) == {"x"} and found["trials"] == 4
+    assert found["metric"] == "val/acc_best"
 
 
 def fabricated_report(study, seeds=(1, 2, 3)):

@@ -104,15 +104,15 @@ def mattered_tables(mattered: Mapping[str, Any] | None) -> list[tuple[str, list[
         rows = [["parameter", "importance"]]
         rows += [[name, f"{value:.3f}"] for name, value in importances.items()]
         tables.append((f"Parameter importances ({mattered['trials']} finished trials)", rows))
+    metric = mattered["metric"]
+
+    def score(value: float) -> str:
+        return f"{100 * value:.2f}%" if "acc" in metric else f"{value:.4f}"
+
     for choice, by_value in mattered["per_choice"].items():
-        rows = [[choice, "trials", "best", "median"]]
+        rows = [[choice, "trials", f"best {metric}", f"median {metric}"]]
         rows += [
-            [
-                str(v["value"]),
-                str(v["trials"]),
-                f"{100 * v['best']:.2f}%",
-                f"{100 * v['median']:.2f}%",
-            ]
+            [str(v["value"]), str(v["trials"]), score(v["best"]), score(v["median"])]
             for v in by_value
         ]
         tables.append((f"By {choice}", rows))
