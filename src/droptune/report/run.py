@@ -148,7 +148,7 @@ def plan(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> Plan:
     # the report and its retrains in one experiment: the study's, or the first config's
     experiment = (
         cfg["tracking"]["experiment"]
-        if study
+        if study is not None
         else configs[candidates[0].name]["tracking"]["experiment"]
     )
     shared.append(f"tracking.experiment={experiment}")
