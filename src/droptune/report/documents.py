@@ -131,11 +131,20 @@ def provenance(report: Mapping[str, Any]) -> list[list[str]]:
 
 
 def _bias_note(report: Mapping[str, Any]) -> str:
+    seeds = len(report["seeds"])
+    trained = (
+        f"Each config is trained on {seeds} seeds"
+        if report["study"] is None
+        else f"Each config is retrained on {seeds} fresh seeds (never the study's own)"
+    )
+    study = (
+        ""
+        if report["study"] is None
+        else ' "in the study" is the trial\'s score when the study picked it: the best of many '
+        "noisy scores, so biased upwards; the retrained score beside it is what to expect."
+    )
     return (
-        f"Each config is retrained on {len(report['seeds'])} fresh seeds (never the study's own) "
-        f'and scored by {report["metric"]} ({report["split"]}). "in the study" is the trial\'s '
-        "score when the study picked it: the best of many noisy scores, so biased upwards; the "
-        "retrained score beside it is what to expect. Differences to "
+        f"{trained} and scored by {report['metric']} ({report['split']}).{study} Differences to "
         f"{report['reference']} are paired seed by seed (same data order and, for networks of "
         "one shape, the same initial weights)."
     )
