@@ -104,8 +104,10 @@ def open_study(
             )
         log.warning("resuming %s with changed settings: %s", s["name"], changes)
     if stored != parts:
-        study.set_user_attr("fingerprint_parts", parts)
+        # the digest first: a worker that finds the parts already written (and so writes
+        # nothing) reads the digest next, and it must be there
         study.set_user_attr("fingerprint", _digest(parts))
+        study.set_user_attr("fingerprint_parts", parts)
     return study, created
 
 
