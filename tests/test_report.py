@@ -343,10 +343,10 @@ def test_the_html_report_opens_offline_in_chromium_with_its_headline_tables_and_
     assert headline(result) in md and "| trial 0 | " in md
 
 
-def test_a_report_plan_refuses_bad_configs_before_any_run(tmp_path):
+def test_a_report_refuses_bad_configs_before_any_run(tmp_path):
     def planned(*extra):
         overrides = [f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", *extra]
-        return plan(validate(compose_config(*overrides, config_name="report")), overrides)
+        return make_report(compose_config(*overrides, config_name="report"), overrides)
 
     no_study = ("report.from_study=false", "report.baselines=false")
     refused = {
@@ -360,11 +360,15 @@ def test_a_report_plan_refuses_bad_configs_before_any_run(tmp_path):
             *no_study, "report.reference=a",
             'report.configs={a:["data=digits"],b:["experiment=seed004_sonar_baseline"]}',
         ],
+        "report.configs ": [  # a name the baselines take
+            "report.from_study=false", "report.reference=a",
+            'report.configs={a:["data=digits"],textbook:["data=digits"]}',
+        ],
     }  # fmt: skip
     for key, overrides in refused.items():
         with pytest.raises(ConfigError) as error:
             planned(*overrides)
-        assert error.value.key == key, (key, str(error.value))
+        assert error.value.key == key.strip(), (key, str(error.value))
     assert not (tmp_path / "mlruns" / "optuna.db").exists()
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
