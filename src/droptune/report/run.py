@@ -21,7 +21,7 @@ from droptune.report.documents import write_documents
 from droptune.report.mattered import what_mattered
 from droptune.report.numbers import numbers
 from droptune.report.retrain import CV_SCORES, SCORES, checked_configs, retrain_all, seeds_of
-from droptune.study.loop import NOT_RETRAIN_KEYS, RETRAIN_GROUPS
+from droptune.study.loop import RETRAIN_GROUPS, retrain_base
 from droptune.study.resume import fingerprint, study_metric
 from droptune.study.storage import StaleTrialHandler, make_storage
 from droptune.tracking import Tracker, end_status, git_commit, mask_url
@@ -85,13 +85,12 @@ def _named_once(candidates: Sequence[Candidate], reference: str) -> None:
 
 def _shared(cli_overrides: Sequence[str]) -> list[str]:
     """The report command's own overrides that every retrain takes (paths, tracking, trainer
-    keys): not the groups a config's line names itself (a later `data=` would replace its
-    own), not the study's or the report's keys."""
-    skipped = (*NOT_RETRAIN_KEYS, "report.", "compare=")
+    keys): those a trial's line keeps (`retrain_base`), less the groups a config's line names
+    itself (a later `data=` would replace its own) and the report's own keys."""
     return [
         o
-        for o in cli_overrides
-        if not o.lstrip("+~").startswith(skipped)
+        for o in retrain_base({}, cli_overrides)
+        if not o.lstrip("+~").startswith(("report.", "compare="))
         and o.split("=")[0].lstrip("+~") not in RETRAIN_GROUPS
     ]
 
