@@ -10,6 +10,8 @@ ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 MLFLOW_URI ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
+OPTUNA_STORAGE ?= sqlite:///$(CURDIR)/mlruns/optuna.db
+DASHBOARD_PORT ?= 8080
 ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
 # the MLflow servers below run without MLflow's GenAI job runner (judges, scorers, trace
 # rollups): droptune starts none, and the runner's three consumer processes cost CPU and memory
@@ -17,7 +19,7 @@ ARTIFACTS_DESTINATION ?= $(CURDIR)/mlruns/server-artifacts
 .DEFAULT_GOAL := help
 # ARGS reach Hydra as typed: no brace or glob expansion (model.dropout.sites={encoder.*:0.1,head.*:0.5})
 train sites tune worker bench report seeds-report: .SHELLFLAGS := +B -f -c
-.PHONY: help install lock upgrade servers lint format test test-fast train sites tune worker report seeds-report mlflow-server bench ui clean
+.PHONY: help install lock upgrade servers lint format test test-fast train sites tune worker report seeds-report mlflow-server bench ui dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -87,9 +89,13 @@ bench: ## benchmark: reference vs standard vs fused runner, JSON lines (ARGS to 
 	$(PY) pipelines/bench.py $(ARGS)
 
 ui: ## MLflow UI on http://127.0.0.1:5000 (UI_HOST / UI_PORT to change)
-	@echo "droptune runs (open these: MLflow opens experiments on a GenAI page without runs):"
-	@$(PY) -m droptune.tracking $(MLFLOW_URI) http://$(UI_HOST):$(UI_PORT)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(UI_HOST) --port $(UI_PORT)
+	@echo "droptune runs (these links open MLflow's model-training view; a study's, its trials):"
+	@$(PY) -m droptune.mlflow_ui $(MLFLOW_URI) http://$(UI_HOST):$(UI_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(UI_HOST) --port $(UI_PORT) --workers 2
+
+dashboard: ## Optuna's dashboard of the studies on http://127.0.0.1:8080 (OPTUNA_STORAGE, DASHBOARD_PORT to change)
+	@echo "Optuna's dashboard: http://$(UI_HOST):$(DASHBOARD_PORT)/dashboard/ (history, importances, live updates)"
+	@$(VENV)/bin/optuna-dashboard "$(OPTUNA_STORAGE)" --host $(UI_HOST) --port $(DASHBOARD_PORT)
 
 clean: ## remove run outputs (keeps mlruns/ and data/)
 	rm -rf outputs multirun .pytest_cache

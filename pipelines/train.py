@@ -15,6 +15,7 @@ os.environ.setdefault("DROPTUNE_ROOT", str(Path(__file__).resolve().parents[1]))
 
 from droptune.data import DataFileError  # noqa: E402
 from droptune.errors import ConfigError  # noqa: E402
+from droptune.mlflow_ui import DEFAULT_UI, run_link  # noqa: E402
 from droptune.overrides import exit_if_misspelt  # noqa: E402
 from droptune.train import train  # noqa: E402
 
@@ -33,12 +34,9 @@ def main(cfg: DictConfig) -> None:
     metrics = summary["metrics"]
     shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith(("time/", "train/"))}
     log.info("result: %s", shown)
-    log.info(
-        "%.3f s/epoch on %s; MLflow run %s",
-        summary["seconds_per_epoch"],
-        summary["device"],
-        summary["mlflow_run_id"],
-    )
+    log.info("%.3f s/epoch on %s", summary["seconds_per_epoch"], summary["device"])
+    run = run_link(DEFAULT_UI, summary["mlflow_experiment_id"], summary["mlflow_run_id"])
+    log.info("its run in MLflow (make ui): %s", run)
     log.info("summary: %s/summary.json", config["paths"]["output_dir"])
 
 

@@ -15,6 +15,7 @@ os.environ.setdefault("DROPTUNE_ROOT", str(Path(__file__).resolve().parents[1]))
 
 from droptune.data import DataFileError  # noqa: E402
 from droptune.errors import ConfigError  # noqa: E402
+from droptune.mlflow_ui import DEFAULT_UI, runs_link, view_key  # noqa: E402
 from droptune.overrides import exit_if_misspelt  # noqa: E402
 from droptune.search import hydra_value  # noqa: E402
 from droptune.signals import exit_on_signals  # noqa: E402
@@ -51,8 +52,8 @@ def main(cfg: DictConfig) -> None:
         log.info(
             "retrain it:  make train ARGS=%s", hydra_value(args) if "'" in args else f"'{args}'"
         )
-    ui = f"http://127.0.0.1:5000/#/experiments/{summary['mlflow_experiment_id']}/runs/{summary['mlflow_parent_run_id']}"
-    log.info("MLflow study run: %s (make ui)", ui)
+    view = runs_link(DEFAULT_UI, summary["mlflow_experiment_id"], view_key(summary["study"]))
+    log.info("its trials in MLflow (make ui): %s", view)
     log.info("summary: %s/summary.json", config["paths"]["output_dir"])
 
 

@@ -71,3 +71,21 @@ def test_compiled_fused_steps_on_the_gpu_equal_eager_ones_without_a_sync(tmp_pat
     for k in eager_hist:
         for a, b in zip(eager_hist[k], compiled_hist[k], strict=True):
             assert abs(a["val/loss"] - b["val/loss"]) <= 1e-4 * a["val/loss"], (a, b)
+
+
+def test_a_study_trains_on_the_fused_runner_by_default_on_a_gpu(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from droptune.study import optimize
+    from tests.helpers import compose_config
+
+    overrides = [
+        f"paths.root_dir={tmp_path}", "data=digits", "trainer.max_epochs=2", "study.n_trials=4",
+        "study.fused.k=4", "study.fused.compile=false",
+    ]  # fmt: skip
+    summary = optimize(compose_config(*overrides, config_name="tune"), {"data": "digits"})
+    parent = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").get_run(
+        summary["mlflow_parent_run_id"]
+    )
+    assert parent.data.tags["runner"] == "fused"  # study.runner=auto
+    assert summary["n_complete"] + summary["n_pruned"] == 4

@@ -18,6 +18,8 @@ def quiet_libraries() -> None:
     """Idempotent: warnings.filterwarnings moves an existing filter to the front, not twice."""
     # Lightning's per-fit banners (accelerator, tips) would repeat for every fold and trial
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # MLflow's system-metrics sampler says when it starts and stops, every study run
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 vs torch 2.14 pytree
     # each worker is one process with one device, started by sbatch or submitit: Lightning's hint
     # to launch through srun is for its own multi-process jobs and would only mislead here

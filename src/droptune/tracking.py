@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import random
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,11 +19,13 @@ from typing import Any
 
 import sqlalchemy
 import yaml
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import DatasetInput, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import droptune
+from droptune.describe import config_label
+from droptune.mlflow_ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from droptune.stores import sqlite_write_ahead_log
 
 PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
@@ -116,14 +118,21 @@ class Tracker:
                     time.sleep(1.0 + random.random())
 
     def _experiment_id(self, name: str, artifact_root: str | None) -> str:
+        """The experiment's id (created where missing), marked as model training for the UI."""
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = str(Path(artifact_root) / name) if artifact_root else None
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # another process created it first
-            return self.client.get_experiment_by_name(name).experiment_id
+        if found is None:
+            location = str(Path(artifact_root) / name) if artifact_root else None
+            try:
+                return self.client.create_experiment(
+                    name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
+            except MlflowException:  # another process created it first
+                found = self.client.get_experiment_by_name(name)
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            self.client.set_experiment_tag(
+                found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
+        return found.experiment_id
 
     def start_run(
         self, run_name: str, tags: Mapping[str, Any], parent_run_id: str | None = None
@@ -134,6 +143,10 @@ class Tracker:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         return run.info.run_id
+
+    def log_dataset(self, run_id: str, dataset: DatasetInput | None) -> None:
+        if dataset is not None:
+            self.client.log_inputs(run_id, datasets=[dataset])
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Params in as few writes as MLflow's limit allows (a write costs far more than a row)."""
@@ -181,11 +194,13 @@ class StudyTracking:
     """One study = one parent run; one child run per trial, nested under it, ended with its state.
 
     The parent's run id is kept in the Optuna study (user attr) and as tags on the run, so a resumed
-    study, or another process working on it, nests its trials under the same parent.
+    study, or another process working on it, nests its trials under the same parent. `dataset`:
+    what every run of the study trains on (tracked_data.dataset_input).
     """
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, dataset: DatasetInput | None = None) -> None:
         self.tracker = tracker
+        self.dataset = dataset
         self.parent_run_id: str | None = None
 
     def open_parent(
@@ -208,6 +223,7 @@ class StudyTracking:
                 f"study {study_name}", {"droptune_study": study_name, "droptune_role": "study"}
             )
             self.tracker.log_params(run_id, info)
+            self.tracker.log_dataset(run_id, self.dataset)
         else:
             client.update_run(run_id, status="RUNNING")
         self.parent_run_id = run_id
@@ -221,10 +237,10 @@ class StudyTracking:
         study_name: str,
         sites: Mapping[str, Any] | None = None,
     ) -> str:
-        """The trial's run: its sampled params (trial.*), the config, and `sites` (site.*: the
-        rate each dropout site really trains with)."""
+        """The trial's run, named by what it tries: its sampled params (trial.*), the config,
+        `sites` (site.*: the rate each dropout site really trains with) and the dataset."""
         run_id = self.tracker.start_run(
-            f"trial {number}",
+            f"trial {number} · {config_label(config, sites or {})}",
             {
                 "droptune_study": study_name,
                 "droptune_role": "trial",
@@ -237,6 +253,7 @@ class StudyTracking:
         )
         trial_params = {f"trial.{k}": v for k, v in params.items()}
         self.tracker.log_config(run_id, config, {**trial_params, **(sites or {})})
+        self.tracker.log_dataset(run_id, self.dataset)
         return run_id
 
     def finish_trial(
@@ -263,22 +280,33 @@ class StudyTracking:
             self.tracker.end_run(self.parent_run_id, end_status(error))
 
 
+@contextlib.contextmanager
+def system_metrics(uri: str, run_id: str, interval: float | None):
+    """MLflow's own sampler of CPU, memory, disk, network and, on a GPU (nvidia-ml-py), GPU
+    utilisation and memory, as system/* metrics of the run while the block runs. Workers of one
+    study under SLURM each log under their job id (system/job<id>/...)."""
+    if interval is None:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    job = os.environ.get("SLURM_JOB_ID")
+    monitor = SystemMetricsMonitor(
+        run_id,
+        sampling_interval=interval,
+        resume_logging=True,  # a resumed study's samples continue its steps
+        node_id=f"job{job}" if job else None,
+        tracking_uri=uri,
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
 def end_status(error: BaseException | None) -> str:
     """FINISHED, or KILLED for an interrupt / SIGTERM exit, or FAILED for any other error."""
     if error is None:
         return "FINISHED"
     return "KILLED" if isinstance(error, KeyboardInterrupt | SystemExit) else "FAILED"
-
-
-def print_runs_links(uri: str, ui: str) -> None:
-    """`make ui` prints these: MLflow 3's UI opens experiments on a GenAI page that shows no runs."""
-    client = MlflowClient(tracking_uri=uri)
-    experiments = [e for e in client.search_experiments() if e.name != "Default"]
-    if not experiments:
-        print(f"No droptune experiments yet in {uri}: run `make train` first.")
-    for experiment in experiments:
-        print(f"  {experiment.name:40s} {ui}/#/experiments/{experiment.experiment_id}/runs")
-
-
-if __name__ == "__main__":
-    print_runs_links(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "http://127.0.0.1:5000")

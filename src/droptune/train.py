@@ -11,16 +11,19 @@ import numpy as np
 
 from droptune.build import site_params
 from droptune.config import validate
+from droptune.describe import config_label
 from droptune.fit import fit_folds, log_epoch
 from droptune.inputs import load_data, splits
 from droptune.quiet import quiet_libraries
+from droptune.tracked_data import dataset_input
 from droptune.tracking import Tracker, end_status, git_commit
 
 
-def run_name(cfg: Mapping[str, Any]) -> str:
-    return cfg["tracking"]["run_name"] or (
-        f"{cfg['data']['name']}-{cfg['model']['family']}-seed{cfg['seed']}"
-    )
+def run_name(cfg: Mapping[str, Any], sites: Mapping[str, str]) -> str:
+    """tracking.run_name, or what the run trains: 'mlp · hidden 0.5 after · 512x512 · lr 0.1 ·
+    seed 0'."""
+    label = config_label(cfg, sites)
+    return cfg["tracking"]["run_name"] or f"{cfg['model']['family']} · {label} · seed {cfg['seed']}"
 
 
 def train(
@@ -50,10 +53,11 @@ def train(
         **{f"choice.{k}": v for k, v in (choices or {}).items() if v is not None},
         **(tags or {}),
     }
-    run_id = tracker.start_run(run_name(cfg), run_tags, parent_run_id)
+    run_id = tracker.start_run(run_name(cfg, sites), run_tags, parent_run_id)
     error: BaseException | None = None
     try:
         tracker.log_config(run_id, cfg, sites)
+        tracker.log_dataset(run_id, dataset_input(cfg["data"], arrays, folds))
         fitted = fit_folds(
             cfg,
             arrays,

@@ -65,6 +65,10 @@ class Tracking(Group):
     artifact_root: str | None
     experiment: _given("an MLflow experiment name")
     run_name: str | None
+    system_metrics: Annotated[
+        finite(gt=0) | None,
+        Allowed("seconds > 0 between samples of CPU, memory and GPU use, or null: none"),
+    ]
 
 
 class Paths(Group):

@@ -146,7 +146,11 @@ class Study(Group):
     grace_period: Seconds
     max_retry: Annotated[int, Field(ge=0), Allowed("an integer >= 0")]
     checkpoint_dir: str | None
-    runner: one_of(("standard", "fused"), "standard or fused")
+    runner: one_of(("auto", "standard", "fused"))
+    progress: Annotated[
+        finite(gt=0) | None,
+        Allowed("seconds > 0 between progress lines when stdout is not a terminal, or null: none"),
+    ]
     fused: Fused
 
     @model_validator(mode="after")

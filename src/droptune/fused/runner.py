@@ -90,6 +90,7 @@ class GroupRun:
         self.alive = [i for i, k in zip(self.alive, keep, strict=True) if k]
         if time.monotonic() - self._logged_at >= METRICS_EVERY_S:
             self.flush(self.alive)
+        self.context.lifecycle.epoch_ended(epoch)
         return keep
 
     def fail_alive(self, error: Exception) -> None:

@@ -11,22 +11,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+from droptune.fused import use_fused
 from droptune.fused.fit import GroupOptions, train_group
 from droptune.fused.grouping import Member, fusable, group_key, member_seed
 from droptune.inputs import load_data, splits
+from droptune.tracked_data import dataset_input
 from droptune.tracking import Tracker
 
 log = logging.getLogger("droptune")
-
-
-def use_fused(runner: str, accelerator: str) -> bool:
-    """`report.runner`: fused, standard, or auto (fused on a GPU, where it pays; on a CPU the
-    standard runner is the faster one)."""
-    if runner == "auto":
-        return accelerator != "cpu" and torch.cuda.is_available()
-    return runner == "fused"
 
 
 def fused_groups(configs: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
@@ -51,7 +43,9 @@ def train_fused(
     names = list(configs)
     base = configs[names[0]]
     arrays = load_data(base)
-    ((train_index, val_index),) = splits(base, arrays)
+    folds = splits(base, arrays)
+    ((train_index, val_index),) = folds
+    dataset = dataset_input(base["data"], arrays, folds)
     members = [Member(i, configs[n], member_seed(seed, 0)) for i, n in enumerate(names)]
     histories: list[list[dict[str, float]]] = [[] for _ in names]
 
@@ -71,6 +65,7 @@ def train_fused(
             f"{name} · seed {seed}", {**run_tags, **tags[name]}, parent_run_id
         )
         tracker.log_config(run_id, cfg)
+        tracker.log_dataset(run_id, dataset)
         tracker.log_history(run_id, list(enumerate(history)))
         tracker.end_run(run_id)
         done[name] = run_id

@@ -30,12 +30,18 @@ def budget_used(study: optuna.Study, before_number: int | None = None) -> int:
     return budget_of(study.get_trials(deepcopy=False), before_number)
 
 
-def _failed(trials: Sequence[FrozenTrial]) -> int:
+def count_failed(trials: Sequence[FrozenTrial]) -> int:
     return sum(t.state == TrialState.FAIL and counts_toward_budget(t) for t in trials)
 
 
 def _count(trials: Sequence[FrozenTrial], state: TrialState) -> int:
     return sum(t.state == state for t in trials)
+
+
+def best_of_values(scored: Sequence[tuple[float, int]], maximize: bool) -> tuple[float, int] | None:
+    """The best (value, trial number) of some."""
+    pick = max if maximize else min
+    return pick(scored, key=lambda pair: pair[0]) if scored else None
 
 
 def best_of(study: optuna.Study, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
@@ -58,7 +64,7 @@ def finished_line(
         f"trial {trial.number:4d} {trial.state.name:8s} {value}  |  "
         f"best {f'{best.value:.4f} (#{best.number})' if best else '-'}  |  "
         f"{_count(trials, TrialState.COMPLETE)} complete, "
-        f"{_count(trials, TrialState.PRUNED)} pruned, {_failed(trials)} failed"
+        f"{_count(trials, TrialState.PRUNED)} pruned, {count_failed(trials)} failed"
         f"  |  {budget_of(trials)}/{budget}"
     )
 
@@ -70,7 +76,7 @@ def log_progress(
     progress = {
         "study/n_complete": _count(trials, TrialState.COMPLETE),
         "study/n_pruned": _count(trials, TrialState.PRUNED),
-        "study/n_failed": _failed(trials),
+        "study/n_failed": count_failed(trials),
     }
     best = best_of(study, trials)
     if best:
@@ -86,7 +92,7 @@ def summary(study: optuna.Study, parent: str, tracking: StudyTracking) -> dict[s
         "study": study.study_name,
         "n_complete": _count(trials, TrialState.COMPLETE),
         "n_pruned": _count(trials, TrialState.PRUNED),
-        "n_failed": _failed(trials),
+        "n_failed": count_failed(trials),
         "best_value": best.value if best else None,
         "best_trial": best.number if best else None,
         "best_params": best.params if best else None,

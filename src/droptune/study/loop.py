@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -27,13 +28,16 @@ from droptune.build import model_sites
 from droptune.config import validate
 from droptune.config.tune import SpaceEntry
 from droptune.data import Arrays
+from droptune.fused import use_fused
 from droptune.fused.fit import GroupOptions
 from droptune.fused.runner import FusedRunner
-from droptune.inputs import load_data, splits
+from droptune.inputs import Data, Split, load_data, splits
+from droptune.mlflow_ui import save_study_view, study_view
 from droptune.optuna_internals import BatchAskStorage, storage_of, trial_id_of
 from droptune.quiet import quiet_libraries
 from droptune.search import apply, hydra_overrides, parse_space, suggest, with_sites
 from droptune.study.budget import budget_of, budget_used, finished_line, log_progress, summary
+from droptune.study.progress import StudyProgress
 from droptune.study.resume import open_study, parent_run_id, study_metric
 from droptune.study.samplers import AskTellGridSampler, make_pruner, make_sampler
 from droptune.study.storage import (
@@ -43,7 +47,8 @@ from droptune.study.storage import (
     fail_stale,
     make_storage,
 )
-from droptune.tracking import StudyTracking, Tracker, mask_url
+from droptune.tracked_data import dataset_input
+from droptune.tracking import StudyTracking, Tracker, mask_url, system_metrics
 from droptune.trials.lifecycle import TrialContext, TrialLifecycle, TrialSpec
 from droptune.trials.standard import StandardRunner
 
@@ -97,12 +102,20 @@ def optimize(
     cfg = validate(cfg)
     arrays = arrays if arrays is not None else load_data(cfg)
     folds = splits(cfg, arrays)
-    opened = _open(cfg, arrays, len(folds), retrain_base(choices or {}, cli_overrides))
-    lifecycle = TrialLifecycle(opened.tracking, cfg["study"]["name"])
+    opened = _open(cfg, arrays, folds, retrain_base(choices or {}, cli_overrides))
+    progress = _progress(cfg["study"])
+    lifecycle = TrialLifecycle(opened.tracking, cfg["study"]["name"], progress)
     runner = _runner(cfg, TrialContext(arrays, folds, study_metric(cfg), lifecycle))
+    runner_name = "fused" if isinstance(runner, FusedRunner) else "standard"
+    opened.tracking.tracker.set_tags(opened.parent, {"runner": runner_name})
     error: BaseException | None = None
     try:
-        _loop(opened, runner)
+        t = cfg["tracking"]
+        with (
+            system_metrics(t["uri"], opened.parent, t["system_metrics"]),
+            progress or nullcontext(),
+        ):
+            _loop(opened, runner, progress)
     except BaseException as caught:
         error = caught
         raise
@@ -120,13 +133,15 @@ def optimize(
     return result
 
 
-def _open(cfg: dict[str, Any], arrays: Arrays, n_folds: int, base: list[str]) -> OpenStudy:
+def _open(cfg: dict[str, Any], arrays: Data, folds: Sequence[Split], base: list[str]) -> OpenStudy:
     """The study (created or resumed, fingerprint checked), its sampler and its MLflow parent."""
     s, t = cfg["study"], cfg["tracking"]
     found = model_sites(cfg["model"], arrays.input_shape, len(arrays.classes)).sites
     raw_space = with_sites(cfg["search"], [site.path for site in found])
     space = parse_space(raw_space, cfg)
-    tracking = StudyTracking(Tracker(t["uri"], t["experiment"], t["artifact_root"]))
+    n_folds = len(folds)
+    tracker = Tracker(t["uri"], t["experiment"], t["artifact_root"])
+    tracking = StudyTracking(tracker, dataset_input(cfg["data"], arrays, folds))
     stale = StaleTrialHandler(
         s["max_retry"],
         lambda dead: tracking.close_dead_trial(
@@ -150,6 +165,13 @@ def _open(cfg: dict[str, Any], arrays: Arrays, n_folds: int, base: list[str]) ->
     }
     parent = tracking.open_parent(s["name"], parent_run_id(study, created), created, info)
     study.set_user_attr("mlflow_parent_run_id", parent)
+    view = study_view(
+        study_name=s["name"],
+        metric=study_metric(cfg),
+        maximize=s["direction"] == "maximize",
+        param_names=list(space),
+    )
+    save_study_view(tracker.client, tracker.experiment_id, s["name"], view)
     space_json = json.dumps(raw_space, indent=2, default=str)
     tracking.tracker.client.log_text(parent, space_json, "search_space.json")
     log.info(
@@ -162,14 +184,27 @@ def _open(cfg: dict[str, Any], arrays: Arrays, n_folds: int, base: list[str]) ->
     return OpenStudy(cfg, study, sampler, stale, tracking, parent, space, n_folds, base)
 
 
+def _progress(s: Mapping[str, Any]) -> StudyProgress | None:
+    """A live line on a terminal, a log line every study.progress seconds elsewhere, or none."""
+    if s["progress"] is None:
+        return None
+    return StudyProgress(
+        budget=s["n_trials"],
+        maximize=s["direction"] == "maximize",
+        interval=s["progress"],
+        live=sys.stdout.isatty(),
+    )
+
+
 def _runner(cfg: Mapping[str, Any], context: TrialContext) -> StandardRunner | FusedRunner:
     """study.runner's runner; the fused one stacks droptune's MLP over resident tensors only."""
     s = cfg["study"]
-    if s["runner"] != "fused":
+    if not use_fused(s["runner"], cfg["trainer"]["accelerator"]):
         return StandardRunner(context)
     if cfg["model"]["family"] != "mlp" or not isinstance(context.arrays, Arrays):
-        log.info(
-            "study.runner=fused trains droptune's MLP on resident data only: "
+        log.log(
+            logging.INFO if s["runner"] == "fused" else logging.DEBUG,
+            "the fused runner trains droptune's MLP on resident data only: "
             "model=%s on data=%s runs on the standard runner",
             cfg["model"]["family"],
             cfg["data"]["name"],
@@ -203,10 +238,14 @@ def _room(opened: OpenStudy, waited: bool) -> int | None:
     return 0
 
 
-def _loop(opened: OpenStudy, runner: StandardRunner | FusedRunner) -> None:
+def _loop(
+    opened: OpenStudy, runner: StandardRunner | FusedRunner, progress: StudyProgress | None
+) -> None:
     s, study = opened.cfg["study"], opened.study
     stop_at = time.monotonic() + s["timeout"] if s["timeout"] else float("inf")
     waited = False
+    if progress is not None:
+        progress.sync(study.get_trials(deepcopy=False))
     while time.monotonic() < stop_at:
         fail_stale(study, s["grace_period"], opened.stale)
         room = _room(opened, waited)
@@ -235,6 +274,8 @@ def _loop(opened: OpenStudy, runner: StandardRunner | FusedRunner) -> None:
             line = finished_line(study, trials, trials[spec.trial.number], metric, s["n_trials"])
             log.info("%s", line)
         log_progress(study, trials, opened.tracking, max(spec.trial.number for spec in batch))
+        if progress is not None:
+            progress.sync(trials)
 
 
 def _worker() -> str:

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -22,6 +22,9 @@ from droptune.build import site_params
 from droptune.config.types import OWN_FAMILIES
 from droptune.inputs import Data, Split
 from droptune.tracking import StudyTracking
+
+if TYPE_CHECKING:  # the study package imports the runners, which import this module
+    from droptune.study.progress import StudyProgress
 
 
 @dataclass
@@ -54,6 +57,7 @@ class TrialLifecycle:
 
     tracking: StudyTracking
     study_name: str
+    progress: StudyProgress | None = None  # what `make tune` shows while it runs
 
     def open(self, spec: TrialSpec, arrays: Data) -> str:
         """The trial's MLflow child run; its id is kept on the trial."""
@@ -67,12 +71,19 @@ class TrialLifecycle:
             trial.number, trial.params, spec.config, self.study_name, sites
         )
         trial.set_user_attr("mlflow_run_id", run_id)
+        if self.progress is not None:
+            self.progress.started(trial.number, spec.config["trainer"]["max_epochs"])
         return run_id
 
     def record(self, run_id: str, epochs: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         """Epochs' metrics, (epoch, metrics) pairs, in one write."""
         if epochs:
             self.tracking.tracker.log_history(run_id, epochs)
+
+    def epoch_ended(self, epoch: int) -> None:
+        """An epoch of what the runner trains now ended (all of a fused group's members)."""
+        if self.progress is not None:
+            self.progress.epoch(epoch)
 
     def finish(
         self,
@@ -89,6 +100,8 @@ class TrialLifecycle:
         state = outcome.state.name
         self.tracking.finish_trial(run_id, state, outcome.reason, summary or {}, epochs)
         tell(spec.trial, spec.config, outcome)
+        if self.progress is not None:
+            self.progress.finished(spec.trial.number, outcome.state, outcome.value)
 
 
 @dataclass

@@ -46,7 +46,10 @@ class StandardRunner:
                 config,
                 context.arrays,
                 context.folds,
-                sinks=[lambda m, e: lifecycle.record(run_id, [(e, m)])],
+                sinks=[
+                    lambda m, e: lifecycle.record(run_id, [(e, m)]),
+                    lambda m, e: lifecycle.epoch_ended(e),
+                ],
                 callbacks=[reporter],
                 after_fold=reporter.after_fold if len(context.folds) > 1 else None,
                 evaluate_test=config["evaluate_test"] and context.arrays.has_test,
