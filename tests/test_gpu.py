@@ -17,10 +17,11 @@ pytestmark = [
 
 
 class NoHostSync(L.Callback):
-    """From the third step on, any device-to-host sync inside a training step raises."""
+    """From the second Lightning batch on (the first holds the warm-up steps), any
+    device-to-host sync inside a training step raises."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx >= 2:
+        if batch_idx >= 1 or trainer.current_epoch >= 1:
             torch.cuda.set_sync_debug_mode("error")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -38,7 +39,8 @@ def test_auto_accelerator_trains_on_the_gpu_with_resident_data_and_no_sync_per_s
 
     class BatchDevice(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            devices.update({batch[0].device.type, next(pl_module.parameters()).device.type})
+            x, _ = batch[0]  # a run of steps: its first (x, y)
+            devices.update({x.device.type, next(pl_module.parameters()).device.type})
 
     result = fit(cfg, arrays, train_index, val_index, callbacks=[BatchDevice(), NoHostSync()])
     assert result.device.startswith("cuda")

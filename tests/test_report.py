@@ -407,7 +407,7 @@ def test_paired_seeds_share_initial_weights_and_data_order_across_configs_of_one
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 if batch_idx == 0:
                     seen["weights"] = [p.detach().clone() for p in pl_module.parameters()]
-                    seen["targets"] = batch[1].clone()
+                    seen["targets"] = batch[0][1].clone()  # its first step's (x, y)
 
         fit(cfg, arrays, train_index, val_index, callbacks=[First()])
         return seen

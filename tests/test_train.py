@@ -100,12 +100,12 @@ def test_a_run_that_fails_mid_training_ends_failed_in_mlflow(make_cfg, monkeypat
 
     step = DropoutClassifier.training_step
 
-    def fail_on_third_batch(self, batch, batch_idx):
-        if batch_idx == 2:
+    def fail_on_second_batch(self, batch, batch_idx):  # after the first STEPS_PER_BATCH steps
+        if batch_idx == 1:
             raise RuntimeError("injected fault")
         return step(self, batch, batch_idx)
 
-    monkeypatch.setattr(DropoutClassifier, "training_step", fail_on_third_batch)
+    monkeypatch.setattr(DropoutClassifier, "training_step", fail_on_second_batch)
     cfg = make_cfg("trainer.max_epochs=1")
     with pytest.raises(RuntimeError, match="injected fault"):
         train(cfg)
@@ -166,3 +166,63 @@ def test_a_stop_signal_whose_exception_was_lost_stops_the_fit_at_the_next_epoch(
     finally:
         signals.forget()
     assert stopped.value.code == 128 + signal.SIGINT and epochs == [0, 1]
+
+
+def test_many_steps_per_lightning_batch_train_the_weights_a_plain_loop_does(make_cfg):
+    """A fit steps its optimizer STEPS_PER_BATCH times per Lightning batch; a plain PyTorch loop
+    (one step per mini-batch: forward, loss, backward, clip, step, max-norm; the schedule at
+    each epoch's end) from the same seed ends on the same weights."""
+    import lightning as L
+    import torch
+    from torch.nn import functional as F
+
+    from droptune import data as ds
+    from droptune.fit import build_datamodule, build_module
+
+    cfg = make_cfg(
+        "data=digits", "model.width=32", "trainer.max_epochs=3", "optim.schedule=exponential",
+        "optim.gamma=0.7", "model.max_norm=1.5", "trainer.gradient_clip_val=0.5",
+        "model.dropout.input=0.2",
+    )  # fmt: skip
+    arrays = load_data(cfg)
+    ((train_index, val_index),) = splits(cfg, arrays)
+    batches = -(-len(train_index) // cfg["data"]["batch_size"])
+    assert batches % ds.STEPS_PER_BATCH != 0  # a short last run of steps is covered too
+    fitted = fit(cfg, arrays, train_index, val_index)
+
+    L.seed_everything(cfg["seed"], verbose=False)
+    module, _ = build_module(cfg, arrays)
+    net = module.model
+    datamodule = build_datamodule(cfg, arrays, (train_index, val_index), None)
+    datamodule.setup()
+    x, y = datamodule.tensors["train"]
+    order = torch.Generator().manual_seed(cfg["seed"])
+    o = cfg["optim"]
+    optimizer = torch.optim.SGD(net.parameters(), lr=o["lr"], momentum=o["momentum"])
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=o["gamma"])
+    size = cfg["data"]["batch_size"]
+    for _ in range(cfg["trainer"]["max_epochs"]):
+        net.train()
+        shuffled = torch.randperm(len(y), generator=order)
+        for start in range(0, len(y), size):
+            batch = shuffled[start : start + size]
+            loss = F.cross_entropy(net(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+            optimizer.step()
+            net.apply_max_norm()
+        schedule.step()
+    trained = dict(fitted.module.model.named_parameters())
+    for name, plain in net.named_parameters():
+        assert torch.allclose(trained[name], plain, atol=1e-6, rtol=0), name
+
+
+def test_mixed_precision_steps_through_lightning_and_learns(make_cfg):
+    """Off full precision the module steps through Lightning's backward and optimizer wrappers
+    (which cast and scale): the fit still learns digits."""
+    cfg = make_cfg("data=digits", "trainer.max_epochs=3", "trainer.precision=bf16-mixed")
+    arrays = load_data(cfg)
+    ((train_index, val_index),) = splits(cfg, arrays)
+    result = fit(cfg, arrays, train_index, val_index)
+    assert len(result.history) == 3 and result.history[-1]["val/acc"] > 0.5

@@ -22,7 +22,7 @@ from droptune import signals
 from droptune.build import build_model, build_optim, model_constraint
 from droptune.data.streamed import Streamed
 from droptune.inputs import Data, Split
-from droptune.lit import DropoutClassifier
+from droptune.lit import DropoutClassifier, GradientClip
 from droptune.logged import ConstraintAfterStep, LoggedMetrics, history_source
 
 log = logging.getLogger("droptune")
@@ -122,7 +122,7 @@ def fit(
     epoch_seconds: list[float] = []
     timer.sinks.append(lambda metrics, epoch: epoch_seconds.append(metrics["time/epoch_s"]))
     trainer = L.Trainer(
-        **cfg["trainer"],
+        **trainer_arguments(cfg),
         logger=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
@@ -152,6 +152,20 @@ def fit(
     return result
 
 
+CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
+
+
+def own_module(cfg: Mapping[str, Any]) -> bool:
+    """droptune's classifier trains the model (anything but model=lightning)."""
+    return cfg["model"]["family"] != "lightning"
+
+
+def trainer_arguments(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """trainer.* for lightning.Trainer; droptune's classifier clips its gradients itself."""
+    t = cfg["trainer"]
+    return {k: v for k, v in t.items() if not (own_module(cfg) and k in CLIP_KEYS)}
+
+
 def build_module(
     cfg: Mapping[str, Any], arrays: Data
 ) -> tuple[L.LightningModule, list[L.Callback]]:
@@ -160,9 +174,16 @@ def build_module(
     n_classes = len(arrays.classes)
     net = build_model(cfg["model"], arrays.input_shape, n_classes, lr=cfg["optim"]["lr"])
     constraint = model_constraint(cfg["model"], net)
-    if cfg["model"]["family"] != "lightning":
-        return DropoutClassifier(net, n_classes, build_optim(cfg["optim"]), constraint), []
-    return net, [LoggedMetrics(), *([ConstraintAfterStep(constraint)] if constraint else [])]
+    if not own_module(cfg):
+        return net, [LoggedMetrics(), *([ConstraintAfterStep(constraint)] if constraint else [])]
+    t = cfg["trainer"]
+    clip = (
+        GradientClip(t["gradient_clip_val"], t.get("gradient_clip_algorithm"))
+        if t.get("gradient_clip_val")
+        else None
+    )
+    optim = build_optim(cfg["optim"])
+    return DropoutClassifier(net, n_classes, optim, constraint, gradient_clip=clip), []
 
 
 def build_datamodule(
@@ -180,8 +201,10 @@ def build_datamodule(
         standardize=d["standardize"],
         seed=cfg["seed"],
         cache=data_cache,
-        # a user's LightningModule validates one loader; droptune's own also takes the probe
-        train_probe=cfg["model"]["family"] != "lightning",
+        # a user's LightningModule validates one loader and steps once a batch; droptune's own
+        # also takes the probe, and many steps a batch
+        train_probe=own_module(cfg),
+        steps_per_batch=ds.STEPS_PER_BATCH if own_module(cfg) else None,
     )
 
 

@@ -6,7 +6,9 @@ Nothing here imports optuna, hydra or mlflow.
 from droptune.data.datasets import DATASETS, Arrays, load
 from droptune.data.download import DataFileError, fetch
 from droptune.data.module import (
+    STEPS_PER_BATCH,
     IndexBatches,
+    Steps,
     TensorDataModule,
     holdout_test,
     kfold_indices,
@@ -15,6 +17,8 @@ from droptune.data.module import (
 
 __all__ = [
     "DATASETS",
+    "STEPS_PER_BATCH",
+    "Steps",
     "Arrays",
     "DataFileError",
     "IndexBatches",

@@ -12,6 +12,7 @@ import torch
 
 from droptune import signals
 from droptune.build import build_optim, mlp_widths
+from droptune.data.module import STEPS_PER_BATCH
 from droptune.fused.checkpoint import member_slices, restore, snapshot
 from droptune.fused.grouping import Member
 from droptune.lit import lr_factors
@@ -24,9 +25,6 @@ from droptune.models.stacked import (
 )
 from droptune.models.stacked_optim import StackedOptimizer
 
-# Lightning's per-batch machinery costs host time comparable to a whole small step (~0.4 ms on a
-# 2-core CPU), so one Lightning batch of a fused fit is this many training steps
-STEPS_PER_BATCH = 16
 EpochReport = Callable[[int, list[dict[str, float]]], list[bool]]
 
 
