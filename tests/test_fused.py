@@ -227,16 +227,23 @@ def test_bench_writes_json_lines_for_every_way(tmp_path):
          f"paths.data_dir={tmp_path}/nodata", f"paths.output_dir={tmp_path}/out", "trainer.accelerator=cpu",
          "model.widths=[16,16]", "bench.epochs=1", "bench.reference_batches=5", "bench.ks=[2]",
          "bench.bf16_ks=[2]", "bench.compile=false", "bench.profile_precisions=[fp32]", "bench.profile_k=2",
-         "bench.profile_steps=3", "bench.ttq_timeout=600", "bench.ttq_trials=2", "bench.ttq_epochs=1",
+         "bench.profile_steps=3", "bench.fused_ttq_timeout=600", "bench.fused_ttq_trials=2",
+         "bench.fused_ttq_epochs=1", "bench.ttq_timeout=0",
          *[f"search.space.width_{i}.{end}={n}" for i in (0, 1) for end, n in (("low", 8), ("high", 16))],
-         "bench.tune_trials=2", "bench.tune_epochs=1", "bench.tune_k=2"],
+         "bench.tune_trials=2", "bench.tune_epochs=1", "bench.tune_k=2", "bench.plain_widths=[8]",
+         "bench.plain_repeats=1"],
         timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "bench.json").read_text().splitlines()]
+    plain = rows.pop(0)  # no Sonar file in paths.data_dir: the MLP row only
+    assert plain["way"] == "standard_vs_plain" and plain["model"] == "784-8-8-10"
+    assert plain["ratio"] == pytest.approx(
+        plain["standard_s_per_epoch"] / plain["plain_s_per_epoch"]
+    )
     assert [r["way"] for r in rows] == [
         "reference", "standard", "fused_k2", "fused_k2_bf16", "profile_fused_k2_fp32", "tune_end_to_end",
-        "time_to_quality",
+        "fused_time_to_quality",
     ]  # fmt: skip
     timed = rows[:4]
     assert all(r["data"] == "synthetic" for r in timed)
@@ -331,9 +338,10 @@ def test_a_diverging_member_fails_and_its_group_goes_on(tmp_path):
         "study.pruner=none", "model.width=32",
     ]  # fmt: skip
     cfg = compose_config(*overrides, config_name="tune")
-    cfg["search"]["space"] = {
-        "lr": {"path": "optim.lr", "type": "categorical", "choices": [0.05, 1.0e6]}
-    }
+    cfg["search"].update(
+        space={"lr": {"path": "optim.lr", "type": "categorical", "choices": [0.05, 1.0e6]}},
+        enqueue=[],
+    )
     optimize(cfg, {"data": "digits"}, overrides)
     trials = {
         t.params["lr"]: t

@@ -13,6 +13,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -21,13 +22,17 @@ import torch
 from torch.nn import functional as F
 
 from droptune import data as ds
+from droptune import time_to_quality
 from droptune.build import build_model
 from droptune.config import validate
-from droptune.fit import fit
+from droptune.config.composed import compose_config
+from droptune.fit import build_datamodule, build_module, fit
 from droptune.fused.fit import GroupOptions, train_group
 from droptune.fused.grouping import Member, member_seed
 from droptune.fused.module import FusedClassifier
-from droptune.inputs import Split, splits
+from droptune.inputs import Split, load_data, splits
+from droptune.lit import make_optimizer
+from droptune.peer import PerSample
 from droptune.quiet import quiet_libraries
 
 log = logging.getLogger("droptune")
@@ -47,20 +52,20 @@ def bench_arrays(cfg: Mapping[str, Any]) -> tuple[ds.Arrays, str]:
         ), "synthetic"
 
 
-class _PerSample(torch.utils.data.Dataset):
-    """Optuna's example reads torchvision's FashionMNIST: one PIL-like image converted per sample."""
+def sonar_config(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The Sonar tutorial's MLP (experiment=seed004_sonar_hidden) on one split, if the Sonar file
+    is in paths.data_dir (its steps are almost all fixed cost: 60-60-30-2, batch 16)."""
+    from droptune.data.datasets import CHECKSUMS
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        image = (
-            torch.from_numpy(np.array(self.images[i], dtype=np.uint8)).float().div(255.0)
-        )  # ToTensor
-        return image, int(self.labels[i])
+    if not (Path(cfg["paths"]["data_dir"]) / "sonar" / next(iter(CHECKSUMS["sonar"]))).exists():
+        return None
+    overrides = [
+        "experiment=seed004_sonar_hidden",
+        "data.cv_folds=null",
+        f"paths.data_dir={cfg['paths']['data_dir']}",
+        f"trainer.accelerator={cfg['trainer']['accelerator']}",
+    ]
+    return validate(compose_config("train", overrides))
 
 
 class _Reference(L.LightningModule):
@@ -87,7 +92,7 @@ def reference(
     """(a) seconds per epoch, timed over `batches` batches after a warm-up and scaled to an epoch."""
     net = build_model(cfg["model"], arrays.input_shape, 10)
     loader = torch.utils.data.DataLoader(
-        _PerSample(arrays.x_train[train_index], arrays.y_train[train_index]),
+        PerSample(arrays.x_train[train_index], arrays.y_train[train_index]),
         batch_size=128,
         shuffle=True,
     )
@@ -117,6 +122,63 @@ def reference(
     return (times[1] - times[0]) / batches * len(loader)
 
 
+def plain_loop(cfg: Mapping[str, Any], arrays: ds.Arrays, split: Split, epochs: int) -> list[float]:
+    """Seconds of each epoch of a plain PyTorch loop (for each mini-batch: forward, loss,
+    backward, step) over the standard runner's own resident tensors, model and optimizer: the
+    floor the standard runner, with its validation, metrics and hooks, is measured against."""
+    L.seed_everything(cfg["seed"], verbose=False)
+    module, _ = build_module(cfg, arrays)
+    datamodule = build_datamodule(cfg, arrays, split, None)
+    datamodule.setup()
+    net = module.model.to(datamodule.tensors["train"][0].device)
+    optimizer = make_optimizer(
+        net.parameters(), module.optim, datamodule.tensors["train"][0].device
+    )
+    batches = ds.IndexBatches(
+        *datamodule.tensors["train"], cfg["data"]["batch_size"], datamodule.generator
+    )
+    seconds = []
+    for _ in range(epochs):
+        _device_sync()
+        start = time.perf_counter()
+        net.train()
+        for x, y in batches:
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        _device_sync()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def standard_vs_plain(
+    cfg: Mapping[str, Any], arrays: ds.Arrays, data: str, repeats: int
+) -> dict[str, Any]:
+    """The standard runner's seconds per epoch against a plain loop's (same data, model,
+    optimizer and batch size): `repeats` pairs, each a two-epoch fit and a two-epoch plain loop
+    timed on their second epoch, taken in turn so that a busy spell of the machine falls on both;
+    the medians."""
+    cfg = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=2))
+    split = splits(cfg, arrays)[0]
+    standard, plain = [], []
+    for _ in range(repeats):
+        standard.append(fit(cfg, arrays, *split).epoch_seconds[-1])
+        plain.append(plain_loop(cfg, arrays, split, 2)[-1])
+    widths = cfg["model"]["widths"] or [cfg["model"]["width"]] * cfg["model"]["depth"]
+    layers = [int(np.prod(arrays.input_shape)), *widths, len(arrays.classes)]
+    return {
+        "way": "standard_vs_plain",
+        "data": data,
+        "model": "-".join(str(w) for w in layers),
+        "batch_size": cfg["data"]["batch_size"],
+        "standard_s_per_epoch": float(np.median(standard)),
+        "plain_s_per_epoch": float(np.median(plain)),
+        "ratio": float(np.median(standard) / np.median(plain)),
+        "repeats": repeats,
+    }
+
+
 def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """All measurements; each is also logged as one JSON line."""
     quiet_libraries()
@@ -140,11 +202,22 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
             "tflops": flops_per_trial_epoch / seconds / 1e12,
             **extra,
         }
-        if results and results[0]["way"] == "reference":
-            row["speedup_vs_reference"] = results[0]["s_per_trial_epoch"] / seconds
+        reference_row = next((r for r in results if r["way"] == "reference"), None)
+        if reference_row is not None:
+            row["speedup_vs_reference"] = reference_row["s_per_trial_epoch"] / seconds
         results.append(row)
         print(json.dumps(row), flush=True)
 
+    for width in b["plain_widths"]:
+        mlp = dict(cfg["model"], depth=2, widths=[width, width])
+        row = standard_vs_plain(dict(cfg, model=mlp), arrays, source, b["plain_repeats"])
+        results.append(dict(row, device=device))
+        print(json.dumps(results[-1]), flush=True)
+    sonar = sonar_config(cfg)
+    if sonar is not None:
+        row = standard_vs_plain(sonar, load_data(sonar), "sonar", b["plain_repeats"])
+        results.append(dict(row, device=device))
+        print(json.dumps(results[-1]), flush=True)
     emit("reference", reference(cfg, arrays, train_index, b["reference_batches"]))
     epochs = b["epochs"]
     cfg_runs = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=epochs))
@@ -177,11 +250,24 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     studies = []
     if b["tune_trials"]:
         studies.append(("tune_end_to_end", b["tune_trials"], b["tune_epochs"], None))
-    if b["ttq_timeout"]:
-        studies.append(("time_to_quality", b["ttq_trials"], b["ttq_epochs"], b["ttq_timeout"]))
+    if b["fused_ttq_timeout"]:
+        studies.append(
+            (
+                "fused_time_to_quality",
+                b["fused_ttq_trials"],
+                b["fused_ttq_epochs"],
+                b["fused_ttq_timeout"],
+            )
+        )
     for way, trials, epochs, timeout in studies:
         row = end_to_end(cfg, arrays, trials, epochs, b["tune_k"], timeout)
         results.append(dict(way=way, device=device, data=source, **row))
+        print(json.dumps(results[-1]), flush=True)
+    for data in b["ttq_data"] if b["ttq_timeout"] else []:
+        row = time_to_quality.compare(cfg, data, b["ttq_timeout"])
+        results.append(
+            dict(way="time_to_quality", device=device, data=data, timeout_s=b["ttq_timeout"], **row)
+        )
         print(json.dumps(results[-1]), flush=True)
     return results
 

@@ -90,6 +90,9 @@ class Search(Group):
         Allowed("all, or a non-empty list of module-path globs"),
     ] = None
     site_rate: SiteRateRange | None = None
+    # trials a new study runs first, before any sampled one ({entry name: value}; an entry left
+    # out is sampled): a configuration known to be good, so the search starts from it
+    enqueue: list[dict[str, Any]] | None = None
 
     @field_validator("space")
     @classmethod
@@ -168,6 +171,8 @@ class Study(Group):
 
 
 class Bench(Group):
+    plain_widths: list[PositiveInt]
+    plain_repeats: PositiveInt
     epochs: PositiveInt
     reference_batches: PositiveInt
     ks: list[PositiveInt]
@@ -179,9 +184,11 @@ class Bench(Group):
     tune_trials: Annotated[int, Field(ge=0), Allowed("an integer >= 0 (0: skip)")]
     tune_epochs: PositiveInt
     tune_k: PositiveInt
+    fused_ttq_timeout: Annotated[int, Field(ge=0), Allowed("whole seconds >= 0 (0: skip)")]
+    fused_ttq_trials: PositiveInt
+    fused_ttq_epochs: PositiveInt
     ttq_timeout: Annotated[int, Field(ge=0), Allowed("whole seconds >= 0 (0: skip)")]
-    ttq_trials: PositiveInt
-    ttq_epochs: PositiveInt
+    ttq_data: list[one_of(("fashion_mnist", "mnist"))]
 
 
 def space_entry(name: str, raw: Any) -> SpaceEntry:

@@ -7,18 +7,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from droptune.config import validate
+from droptune.config.composed import compose_config
 from droptune.errors import ConfigError
 from droptune.report.candidates import Candidate
 from droptune.report.fused import fused_plan, train_fused
@@ -26,7 +22,6 @@ from droptune.tracking import Tracker
 from droptune.train import train
 
 log = logging.getLogger("droptune")
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 SCORES = ("test/acc", "test/loss", "gap/acc", "val/acc_best")  # test/*: absent under k-fold
 CV_SCORES = ("cv/acc_mean", "cv/acc_std", "gap/acc")
 
@@ -48,11 +43,8 @@ def seeds_of(study_seed: int, n: int) -> list[int]:
 
 
 def train_config(overrides: Sequence[str]) -> dict[str, Any]:
-    """conf/train.yaml with `overrides`, as `make train ARGS=...` composes it (inside a running
-    Hydra app, with its config path; outside one, from the package's conf/)."""
-    inside = GlobalHydra.instance().is_initialized()
-    with nullcontext() if inside else initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
+    """conf/train.yaml with `overrides`, as `make train ARGS=...` composes it."""
+    return compose_config("train", overrides)
 
 
 def checked_configs(
