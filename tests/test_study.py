@@ -36,7 +36,7 @@ def run_study(tmp_path, *extra, space=None):
     overrides = tune_overrides(tmp_path, *extra)
     cfg = compose_config(*overrides, config_name="tune")
     if space is not None:
-        cfg["search"]["space"] = space
+        cfg["search"].update(space=space, enqueue=[])
     return optimize(cfg, {"data": "digits", "model": "mlp", "optim": "sgd"}, overrides), cfg
 
 
@@ -191,6 +191,34 @@ def test_best_overrides_retrain_to_the_same_validation_value(tmp_path):
     assert cfg["data"]["name"] == "digits"
     retrained = train(cfg)
     assert retrained["metrics"]["val/acc_best"] == pytest.approx(summary["best_value"], abs=1e-9)
+
+
+def test_enqueued_configs_run_first_and_only_when_the_study_is_created(tmp_path):
+    first = {"lr": 0.2, "momentum": 0.9, "hidden_rate": 0.3}
+    enqueue = "search.enqueue=[{lr: 0.2, momentum: 0.9, hidden_rate: 0.3}]"
+    run_study(tmp_path, "study.n_trials=2", "study.sampler=random", enqueue)
+    _, cfg = run_study(tmp_path, "study.n_trials=4", "study.sampler=random", enqueue)
+    trials = sorted(load(cfg).trials, key=lambda t: t.number)
+    assert len(trials) == 4
+    assert {name: trials[0].params[name] for name in first} == first
+    assert all(
+        {name: t.params[name] for name in first} != first for t in trials[1:]
+    )  # the resume queued nothing again
+
+
+@pytest.mark.parametrize(
+    "entry, key",
+    [
+        ("{learning_rate: 0.1}", "search.enqueue.0.learning_rate"),
+        ("{lr: 5.0}", "search.enqueue.0.lr"),
+        ("{variant: bernoulli}", "search.enqueue.0.variant"),
+    ],
+)
+def test_a_bad_enqueued_config_stops_before_the_study_opens(tmp_path, entry, key):
+    with pytest.raises(ConfigError) as error:
+        run_study(tmp_path, f"search.enqueue=[{entry}]")
+    assert error.value.key == key
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
 
 
 def test_timeout_stops_asking_for_new_trials(tmp_path):

@@ -123,6 +123,42 @@ def parse_space(space: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str
     return entries
 
 
+def _allows(entry: SpaceEntry, value: Any) -> bool:
+    if entry.type == "categorical":
+        return value in entry.choices
+    kinds = (int,) if entry.type == "int" else (int, float)
+    return (
+        isinstance(value, kinds)
+        and not isinstance(value, bool)
+        and entry.low <= value <= entry.high
+    )
+
+
+def _allowed(entry: SpaceEntry) -> str:
+    if entry.type == "categorical":
+        return f"one of {list(entry.choices)}"
+    return f"{'an integer' if entry.type == 'int' else 'a number'} in [{entry.low}, {entry.high}]"
+
+
+def enqueued(
+    trials: Sequence[Mapping[str, Any]], space: Mapping[str, SpaceEntry]
+) -> list[dict[str, Any]]:
+    """`search.enqueue` checked against the space: every name an entry, every value one the
+    entry can take (Optuna would accept any and run it)."""
+    for i, params in enumerate(trials):
+        for name, value in params.items():
+            key = f"search.enqueue.{i}.{name}"
+            if name not in space:
+                raise ConfigError(
+                    key, value, f"the name of an entry of search.space ({', '.join(space)})"
+                )
+            if not _allows(space[name], value):
+                raise ConfigError(
+                    key, value, f"{_allowed(space[name])} (search.enqueue=[] queues nothing)"
+                )
+    return [dict(params) for params in trials]
+
+
 def _holds(value: Any, condition: Any) -> bool:
     if isinstance(condition, Mapping):
         ((op, operand),) = condition.items()

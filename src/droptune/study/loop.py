@@ -35,7 +35,7 @@ from droptune.inputs import Data, Split, load_data, splits
 from droptune.mlflow_ui import save_study_view, study_view
 from droptune.optuna_internals import BatchAskStorage, storage_of, trial_id_of
 from droptune.quiet import quiet_libraries
-from droptune.search import apply, hydra_overrides, parse_space, suggest, with_sites
+from droptune.search import apply, enqueued, hydra_overrides, parse_space, suggest, with_sites
 from droptune.study.budget import budget_of, budget_used, finished_line, log_progress, summary
 from droptune.study.progress import StudyProgress
 from droptune.study.resume import open_study, parent_run_id, study_metric
@@ -139,6 +139,7 @@ def _open(cfg: dict[str, Any], arrays: Data, folds: Sequence[Split], base: list[
     found = model_sites(cfg["model"], arrays.input_shape, len(arrays.classes)).sites
     raw_space = with_sites(cfg["search"], [site.path for site in found])
     space = parse_space(raw_space, cfg)
+    first_trials = enqueued(cfg["search"]["enqueue"] or [], space)
     n_folds = len(folds)
     tracker = Tracker(t["uri"], t["experiment"], t["artifact_root"])
     tracking = StudyTracking(tracker, dataset_input(cfg["data"], arrays, folds))
@@ -152,6 +153,8 @@ def _open(cfg: dict[str, Any], arrays: Data, folds: Sequence[Split], base: list[
     sampler = make_sampler(s, space, cfg["seed"] + existing_trials(storage, s["name"]))
     pruner = make_pruner(s, n_folds if n_folds > 1 else cfg["trainer"]["max_epochs"])
     study, created = open_study(cfg, raw_space, storage, sampler, pruner)
+    for params in first_trials if created else []:  # one worker creates it: queued once
+        study.enqueue_trial(params)
     info = {
         "study.name": s["name"],
         "study.storage": mask_url(s["storage"]),
