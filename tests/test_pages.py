@@ -189,6 +189,8 @@ def _trials(study: Study):
 
 
 def test_a_trial_page_charts_its_validation_accuracy_per_epoch(study, ui, page, tmp_path):
+    from playwright.sync_api import expect
+
     best = next(t for t in _trials(study) if t.number == study.summary["best_trial"])
     run_id = best.user_attrs["mlflow_run_id"]
     experiment_id = study.summary["mlflow_experiment_id"]
@@ -196,8 +198,10 @@ def test_a_trial_page_charts_its_validation_accuracy_per_epoch(study, ui, page, 
     page.get_by_placeholder("Search metric charts").fill("val/acc")
     card = page.get_by_test_id("experiment-view-compare-runs-card").filter(has_text="(val/acc)")
     card.first.wait_for(timeout=60_000)
-    points = card.first.locator("path.point")
-    assert points.count() == len(best.intermediate_values)  # one point per epoch
+    # one point per epoch; plotly draws them after the card appears, so wait for the count
+    expect(card.first.locator("path.point")).to_have_count(
+        len(best.intermediate_values), timeout=60_000
+    )
     close_assistant(page)
     page.screenshot(path=tmp_path / "trial-metrics.png")
 
