@@ -3,7 +3,9 @@
 (a) the way Optuna's Lightning example trains (a torch DataLoader over a per-sample dataset that
 converts each image like ToTensor), (b) the standard runner, (c) the fused runner at several K, and
 an end-to-end study with MLflow logging. The model is the MLP 784-1024-1024-10 with Adam, batch 128.
-A benchmark to quote, never a timed test.
+Before them the standard runner against a plain loop (runner_overhead.py), after them the default
+study against Optuna's Lightning example (time_to_quality.py). A benchmark to quote, never a timed
+test.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -25,15 +26,14 @@ from droptune import data as ds
 from droptune import time_to_quality
 from droptune.build import build_model
 from droptune.config import validate
-from droptune.config.composed import compose_config
-from droptune.fit import build_datamodule, build_module, fit
+from droptune.fit import fit
 from droptune.fused.fit import GroupOptions, train_group
 from droptune.fused.grouping import Member, member_seed
 from droptune.fused.module import FusedClassifier
 from droptune.inputs import Split, load_data, splits
-from droptune.lit import make_optimizer
 from droptune.peer import PerSample
 from droptune.quiet import quiet_libraries
+from droptune.runner_overhead import device_sync, sonar_config, standard_vs_plain
 
 log = logging.getLogger("droptune")
 
@@ -52,22 +52,6 @@ def bench_arrays(cfg: Mapping[str, Any]) -> tuple[ds.Arrays, str]:
         ), "synthetic"
 
 
-def sonar_config(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The Sonar tutorial's MLP (experiment=seed004_sonar_hidden) on one split, if the Sonar file
-    is in paths.data_dir (its steps are almost all fixed cost: 60-60-30-2, batch 16)."""
-    from droptune.data.datasets import CHECKSUMS
-
-    if not (Path(cfg["paths"]["data_dir"]) / "sonar" / next(iter(CHECKSUMS["sonar"]))).exists():
-        return None
-    overrides = [
-        "experiment=seed004_sonar_hidden",
-        "data.cv_folds=null",
-        f"paths.data_dir={cfg['paths']['data_dir']}",
-        f"trainer.accelerator={cfg['trainer']['accelerator']}",
-    ]
-    return validate(compose_config("train", overrides))
-
-
 class _Reference(L.LightningModule):
     def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
@@ -79,11 +63,6 @@ class _Reference(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.net.parameters(), lr=1e-3)
-
-
-def _device_sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def reference(
@@ -110,73 +89,16 @@ def reference(
     class Clock(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if batch_idx == 10:
-                _device_sync()
+                device_sync()
                 times.append(time.perf_counter())
 
         def on_train_epoch_end(self, trainer, pl_module):
-            _device_sync()
+            device_sync()
             times.append(time.perf_counter())
 
     trainer.callbacks.append(Clock())
     trainer.fit(_Reference(net), loader)
     return (times[1] - times[0]) / batches * len(loader)
-
-
-def plain_loop(cfg: Mapping[str, Any], arrays: ds.Arrays, split: Split, epochs: int) -> list[float]:
-    """Seconds of each epoch of a plain PyTorch loop (for each mini-batch: forward, loss,
-    backward, step) over the standard runner's own resident tensors, model and optimizer: the
-    floor the standard runner, with its validation, metrics and hooks, is measured against."""
-    L.seed_everything(cfg["seed"], verbose=False)
-    module, _ = build_module(cfg, arrays)
-    datamodule = build_datamodule(cfg, arrays, split, None)
-    datamodule.setup()
-    net = module.model.to(datamodule.tensors["train"][0].device)
-    optimizer = make_optimizer(
-        net.parameters(), module.optim, datamodule.tensors["train"][0].device
-    )
-    batches = ds.IndexBatches(
-        *datamodule.tensors["train"], cfg["data"]["batch_size"], datamodule.generator
-    )
-    seconds = []
-    for _ in range(epochs):
-        _device_sync()
-        start = time.perf_counter()
-        net.train()
-        for x, y in batches:
-            loss = F.cross_entropy(net(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        _device_sync()
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
-def standard_vs_plain(
-    cfg: Mapping[str, Any], arrays: ds.Arrays, data: str, repeats: int
-) -> dict[str, Any]:
-    """The standard runner's seconds per epoch against a plain loop's (same data, model,
-    optimizer and batch size): `repeats` pairs, each a two-epoch fit and a two-epoch plain loop
-    timed on their second epoch, taken in turn so that a busy spell of the machine falls on both;
-    the medians."""
-    cfg = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=2))
-    split = splits(cfg, arrays)[0]
-    standard, plain = [], []
-    for _ in range(repeats):
-        standard.append(fit(cfg, arrays, *split).epoch_seconds[-1])
-        plain.append(plain_loop(cfg, arrays, split, 2)[-1])
-    widths = cfg["model"]["widths"] or [cfg["model"]["width"]] * cfg["model"]["depth"]
-    layers = [int(np.prod(arrays.input_shape)), *widths, len(arrays.classes)]
-    return {
-        "way": "standard_vs_plain",
-        "data": data,
-        "model": "-".join(str(w) for w in layers),
-        "batch_size": cfg["data"]["batch_size"],
-        "standard_s_per_epoch": float(np.median(standard)),
-        "plain_s_per_epoch": float(np.median(plain)),
-        "ratio": float(np.median(standard) / np.median(plain)),
-        "repeats": repeats,
-    }
 
 
 def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -208,16 +130,16 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         results.append(row)
         print(json.dumps(row), flush=True)
 
+    def record(row: dict[str, Any]) -> None:
+        results.append(dict(row, device=device))
+        print(json.dumps(results[-1]), flush=True)
+
     for width in b["plain_widths"]:
         mlp = dict(cfg["model"], depth=2, widths=[width, width])
-        row = standard_vs_plain(dict(cfg, model=mlp), arrays, source, b["plain_repeats"])
-        results.append(dict(row, device=device))
-        print(json.dumps(results[-1]), flush=True)
+        record(standard_vs_plain(dict(cfg, model=mlp), arrays, source, b["plain_repeats"]))
     sonar = sonar_config(cfg)
     if sonar is not None:
-        row = standard_vs_plain(sonar, load_data(sonar), "sonar", b["plain_repeats"])
-        results.append(dict(row, device=device))
-        print(json.dumps(results[-1]), flush=True)
+        record(standard_vs_plain(sonar, load_data(sonar), "sonar", b["plain_repeats"]))
     emit("reference", reference(cfg, arrays, train_index, b["reference_batches"]))
     epochs = b["epochs"]
     cfg_runs = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=epochs))
@@ -261,14 +183,10 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         )
     for way, trials, epochs, timeout in studies:
         row = end_to_end(cfg, arrays, trials, epochs, b["tune_k"], timeout)
-        results.append(dict(way=way, device=device, data=source, **row))
-        print(json.dumps(results[-1]), flush=True)
+        record(dict(way=way, data=source, **row))
     for data in b["ttq_data"] if b["ttq_timeout"] else []:
         row = time_to_quality.compare(cfg, data, b["ttq_timeout"])
-        results.append(
-            dict(way="time_to_quality", device=device, data=data, timeout_s=b["ttq_timeout"], **row)
-        )
-        print(json.dumps(results[-1]), flush=True)
+        record(dict(way="time_to_quality", data=data, timeout_s=b["ttq_timeout"], **row))
     return results
 
 
