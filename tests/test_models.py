@@ -79,7 +79,7 @@ def test_max_norm_holds_after_every_optimizer_step(max_norm):
     torch.manual_seed(0)
     x, y = torch.randn(256, 20), torch.randint(0, 4, (256,))
     net = MLP(20, 4, [64, 64], dropout=Dropout(hidden=0.2), max_norm=max_norm)
-    module = DropoutClassifier(net, 4, Optim(name="sgd", lr=2.0, momentum=0.9))
+    module = DropoutClassifier(net, Optim(name="sgd", lr=2.0, momentum=0.9))
     norms = []
 
     class Probe(L.Callback):

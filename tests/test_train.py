@@ -168,10 +168,12 @@ def test_a_stop_signal_whose_exception_was_lost_stops_the_fit_at_the_next_epoch(
     assert stopped.value.code == 128 + signal.SIGINT and epochs == [0, 1]
 
 
-def test_many_steps_per_lightning_batch_train_the_weights_a_plain_loop_does(make_cfg):
-    """A fit steps its optimizer STEPS_PER_BATCH times per Lightning batch; a plain PyTorch loop
-    (one step per mini-batch: forward, loss, backward, clip, step, max-norm; the schedule at
-    each epoch's end) from the same seed ends on the same weights."""
+def test_many_steps_per_lightning_batch_train_and_score_as_a_plain_loop_does(make_cfg):
+    """A fit steps its optimizer STEPS_PER_BATCH times per Lightning batch and evaluates its
+    validation part and training probe itself; a plain PyTorch loop (one step per mini-batch:
+    forward, loss, backward, clip, step, max-norm; the schedule, then an evaluation with dropout
+    off, at each epoch's end) from the same seed ends on the same weights with the same metrics
+    every epoch."""
     import lightning as L
     import torch
     from torch.nn import functional as F
@@ -201,21 +203,51 @@ def test_many_steps_per_lightning_batch_train_the_weights_a_plain_loop_does(make
     optimizer = torch.optim.SGD(net.parameters(), lr=o["lr"], momentum=o["momentum"])
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=o["gamma"])
     size = cfg["data"]["batch_size"]
+
+    @torch.no_grad()
+    def scored(part: str) -> tuple[float, float]:
+        features, labels = datamodule.tensors[part]
+        logits = net.eval()(features)
+        net.train()
+        correct = (logits.argmax(1) == labels).float().mean()
+        return F.cross_entropy(logits, labels).item(), correct.item()
+
+    history = []
     for _ in range(cfg["trainer"]["max_epochs"]):
         net.train()
         shuffled = torch.randperm(len(y), generator=order)
+        loss_sum = correct = 0.0
         for start in range(0, len(y), size):
             batch = shuffled[start : start + size]
-            loss = F.cross_entropy(net(x[batch]), y[batch])
+            logits = net(x[batch])
+            loss = F.cross_entropy(logits, y[batch])
+            loss_sum += loss.item() * len(batch)
+            correct += (logits.argmax(1) == y[batch]).sum().item()
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
             optimizer.step()
             net.apply_max_norm()
         schedule.step()
+        (val_loss, val_acc), (_, probe_acc) = scored("val"), scored("train_probe")
+        history.append(
+            {
+                "train/loss": loss_sum / len(y),
+                "train/acc": correct / len(y),
+                "val/loss": val_loss,
+                "val/acc": val_acc,
+                "train/acc_eval": probe_acc,
+                "gap/acc": probe_acc - val_acc,
+            }
+        )
     trained = dict(fitted.module.model.named_parameters())
     for name, plain in net.named_parameters():
         assert torch.allclose(trained[name], plain, atol=1e-6, rtol=0), name
+    for epoch, (reported, by_hand) in enumerate(zip(fitted.history, history, strict=True)):
+        for key, value in by_hand.items():
+            assert reported[key] == pytest.approx(value, abs=1e-5), (epoch, key)
+        best = max(h["val/acc"] for h in history[: epoch + 1])
+        assert reported["val/acc_best"] == pytest.approx(best, abs=1e-5)
 
 
 def test_mixed_precision_steps_through_lightning_and_learns(make_cfg):

@@ -5,12 +5,14 @@ import json
 import subprocess
 import sys
 
+import lightning as L
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
 from droptune.errors import ConfigError
 from droptune.train import train
+from examples.mynets.data import DigitsData
 from tests import launch
 from tests.helpers import REPO
 
@@ -134,6 +136,16 @@ def test_a_users_datamodule_trains_with_its_own_split_and_test_set(make_cfg):
 def test_a_users_datamodule_cannot_be_cross_validated(make_cfg):
     with pytest.raises(ConfigError, match="data.cv_folds=3.*splits its own"):
         train(make_cfg("data=custom", DATA, "data.cv_folds=3"))
+
+
+class DigitsWithoutValidation(DigitsData):
+    val_dataloader = L.LightningDataModule.val_dataloader  # the base's: "must be implemented"
+
+
+def test_a_users_datamodule_without_a_val_dataloader_is_refused_before_training(make_cfg):
+    cfg = make_cfg("data=custom", f"data._target_={__name__}.DigitsWithoutValidation")
+    with pytest.raises(ConfigError, match="data._target_=.*DigitsWithoutValidation has none"):
+        train(cfg)
 
 
 @pytest.mark.fresh_store  # it checks that nothing is written

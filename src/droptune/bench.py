@@ -136,10 +136,14 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     for width in b["plain_widths"]:
         mlp = dict(cfg["model"], depth=2, widths=[width, width])
-        record(standard_vs_plain(dict(cfg, model=mlp), arrays, source, b["plain_repeats"]))
+        mlp_cfg = dict(cfg, model=mlp)
+        record(standard_vs_plain(mlp_cfg, arrays, source, b["plain_repeats"], b["plain_epochs"]))
     sonar = sonar_config(cfg)
     if sonar is not None:
-        record(standard_vs_plain(sonar, load_data(sonar), "sonar", b["plain_repeats"]))
+        sonar_arrays = load_data(sonar)
+        record(
+            standard_vs_plain(sonar, sonar_arrays, "sonar", b["plain_repeats"], b["sonar_epochs"])
+        )
     emit("reference", reference(cfg, arrays, train_index, b["reference_batches"]))
     epochs = b["epochs"]
     cfg_runs = dict(cfg, trainer=dict(cfg["trainer"], max_epochs=epochs))

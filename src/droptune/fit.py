@@ -161,9 +161,12 @@ def own_module(cfg: Mapping[str, Any]) -> bool:
 
 
 def trainer_arguments(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """trainer.* for lightning.Trainer; droptune's classifier clips its gradients itself."""
+    """trainer.* for lightning.Trainer; droptune's classifier clips its gradients and evaluates
+    its validation data itself (Lightning's evaluation loop is skipped for it)."""
     t = cfg["trainer"]
-    return {k: v for k, v in t.items() if not (own_module(cfg) and k in CLIP_KEYS)}
+    if not own_module(cfg):
+        return dict(t)
+    return {k: v for k, v in t.items() if k not in CLIP_KEYS} | {"limit_val_batches": 0}
 
 
 def build_module(
@@ -183,7 +186,7 @@ def build_module(
         else None
     )
     optim = build_optim(cfg["optim"])
-    return DropoutClassifier(net, n_classes, optim, constraint, gradient_clip=clip), []
+    return DropoutClassifier(net, optim, constraint, gradient_clip=clip), []
 
 
 def build_datamodule(

@@ -33,6 +33,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings(
         "ignore", message="`LightningModule.configure_optimizers` returned `None`"
     )
+    # droptune's classifier evaluates the datamodule's validation loaders itself, at each
+    # epoch's end (lit.py): Lightning's "skipping val loop" is what droptune asked for
+    warnings.filterwarnings("ignore", message="You passed in a `val_dataloader` but have no")
 
 
 @contextmanager

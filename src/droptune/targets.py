@@ -111,6 +111,13 @@ def user_data(data: Mapping[str, Any]) -> Streamed:
         return built
 
     probe = datamodule(None, None, data["batch_size"], 0)
+    if type(probe).val_dataloader is L.LightningDataModule.val_dataloader:
+        raise ConfigError(
+            "data._target_",
+            data["_target_"],
+            f"a LightningDataModule with a val_dataloader: {type(probe).__name__} has none, and "
+            "every epoch is scored on the validation part (val/acc, the study's metric)",
+        )
     shape = data["input_shape"] or _attribute(probe, ("input_shape", "dims"))
     n_classes = data["n_classes"] or _attribute(probe, ("n_classes", "num_classes"))
     if shape is None or n_classes is None:

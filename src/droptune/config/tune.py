@@ -173,6 +173,8 @@ class Study(Group):
 class Bench(Group):
     plain_widths: list[PositiveInt]
     plain_repeats: PositiveInt
+    plain_epochs: int = Field(ge=2)
+    sonar_epochs: int = Field(ge=2)
     epochs: PositiveInt
     reference_batches: PositiveInt
     ks: list[PositiveInt]
