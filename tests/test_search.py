@@ -18,6 +18,7 @@ CUSTOM = ["model=custom", "model._target_=examples.mynets.nets.SmallConvNet"]
 SETUPS = {
     "sites": ["data=digits", *CUSTOM],
     "mlp_dropout": ["data=digits"],
+    "mlp_schedules": ["data=digits"],
     "srivastava": ["data=digits"],
     "mlp_adam_fast": ["data=digits", "optim=adam", "model.depth=2", "model.widths=[512,512]"],
     "cnn_dropout": ["data=digits", "model=cnn"],

@@ -53,6 +53,9 @@ def test_train_pipeline_logs_params_curves_config_and_summary(tmp_path):
         "val/acc",
         "val/acc_best",
         "gap/acc",
+        "val/nll",
+        "val/ece",
+        "gap/nll",
     ):
         history = client.get_metric_history(run.info.run_id, key)
         assert sorted(m.step for m in history)[:2] == [0, 1], key
@@ -65,7 +68,7 @@ def test_train_pipeline_logs_params_curves_config_and_summary(tmp_path):
     assert 0.5 < run.data.metrics["test/acc"] <= 1.0
     assert summary["metrics"]["test/acc"] == run.data.metrics["test/acc"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "summary.json"} <= artifacts
+    assert {"config.yaml", "summary.json", "reliability.png"} <= artifacts
     config_text = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     assert "hidden: 0.3" in Path(config_text).read_text()
     assert "val/acc_best" in done.stdout + done.stderr  # the short result was printed

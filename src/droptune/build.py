@@ -25,6 +25,7 @@ from droptune.models.sites import (
     set_site_rates,
     swap_variant,
 )
+from droptune.schedules import Schedule, ScheduledDropout, dropout_sites
 
 
 def mlp_widths(model: Mapping[str, Any]) -> list[int]:
@@ -61,7 +62,9 @@ def build_model(
         net = _user_model(model, input_shape, n_classes, lr)
     else:
         arguments = {k: v for k, v in model.items() if k != "family"}
-        arguments["dropout"] = {k: v for k, v in model["dropout"].items() if k != "sites"}
+        # sites and schedule act on the built model; the rest are the model's own arguments
+        dropout = model["dropout"].items()
+        arguments["dropout"] = {k: v for k, v in dropout if k not in ("sites", "schedule")}
         net = targets.build("model", arguments, (), targets.model_inputs(input_shape, n_classes))
     sites = model["dropout"]["sites"]
     if sites:
@@ -121,6 +124,19 @@ def site_params(
     the MLflow UI shows of a run's real dropout."""
     found = model_sites(model, input_shape, n_classes).sites
     return {f"site.{site.path}": f"{site.rate} {site.kind}" for site in found}
+
+
+def schedule_of(model: Mapping[str, Any]) -> Schedule:
+    return Schedule(**model["dropout"]["schedule"])
+
+
+def dropout_schedule(model: Mapping[str, Any], net: nn.Module) -> ScheduledDropout | None:
+    """The callback that sets every site's rate each epoch under `model.dropout.schedule`
+    (None for the constant schedule: the rates stay as built)."""
+    schedule = schedule_of(model)
+    if schedule.kind == "constant":
+        return None
+    return ScheduledDropout(dropout_sites(net), schedule)
 
 
 def build_optim(optim: Mapping[str, Any]) -> Optim:

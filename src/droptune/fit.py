@@ -16,10 +16,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 
 from droptune import data as ds
 from droptune import signals
-from droptune.build import build_model, build_optim, model_constraint
+from droptune.build import build_model, build_optim, dropout_schedule, model_constraint
 from droptune.data.streamed import Streamed
 from droptune.inputs import Data, Split
 from droptune.lit import DropoutClassifier, GradientClip
@@ -92,6 +93,7 @@ class FitResult:
     test: dict[str, float] = field(default_factory=dict)
     epoch_seconds: list[float] = field(default_factory=list)
     device: str = "cpu"
+    calibration: torch.Tensor | None = None  # the final model's validation bins (droptune's module)
 
     @property
     def final(self) -> dict[str, float]:
@@ -143,6 +145,7 @@ def fit(
         resumed_from_epoch=source.resumed_from_epoch,
         epoch_seconds=epoch_seconds,
         device=str(trainer.strategy.root_device),
+        calibration=module.val_bins if isinstance(module, DropoutClassifier) else None,
     )
     if evaluate_test:
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -177,8 +180,11 @@ def build_module(
     n_classes = len(arrays.classes)
     net = build_model(cfg["model"], arrays.input_shape, n_classes, lr=cfg["optim"]["lr"])
     constraint = model_constraint(cfg["model"], net)
+    schedule = dropout_schedule(cfg["model"], net)
+    scheduled = [schedule] if schedule is not None else []
     if not own_module(cfg):
-        return net, [LoggedMetrics(), *([ConstraintAfterStep(constraint)] if constraint else [])]
+        constrained = [ConstraintAfterStep(constraint)] if constraint else []
+        return net, [LoggedMetrics(), *constrained, *scheduled]
     t = cfg["trainer"]
     clip = (
         GradientClip(t["gradient_clip_val"], t.get("gradient_clip_algorithm"))
@@ -186,7 +192,9 @@ def build_module(
         else None
     )
     optim = build_optim(cfg["optim"])
-    return DropoutClassifier(net, optim, constraint, gradient_clip=clip), []
+    mc_samples = cfg["evaluate"]["mc_samples"]
+    module = DropoutClassifier(net, optim, constraint, gradient_clip=clip, mc_samples=mc_samples)
+    return module, scheduled
 
 
 def build_datamodule(

@@ -1,11 +1,13 @@
 """The LightningModule: loss, the metric contract, optimizer, schedule, momentum ramp, max-norm.
 
-Epoch metrics are computed here once per epoch (one host sync) and kept in `history`, which the
-fit's sinks (tracking, pruning, the log) read; they are not passed through `self.log`, whose
-result collection cost ~5 ms an epoch (a third of a Sonar epoch). The metric contract: train/loss, train/acc
-(running, dropout on), train/acc_eval (dropout off, on a training sample the size of the validation
-set), val/loss, val/acc, val/acc_best, gap/acc (train/acc_eval - val/acc: overfitting), test/loss,
-test/acc.
+Epoch metrics are computed here once per epoch and kept in `history`, which the fit's sinks
+(tracking, pruning, the log) read; they are not passed through `self.log`, whose result collection
+cost ~5 ms an epoch (a third of a Sonar epoch). The metric contract: train/loss, train/acc
+(running, dropout on), train/acc_eval and train/nll_eval (dropout off, on a training sample the
+size of the validation set), val/loss, val/acc, val/acc_best, val/nll (= val/loss: the labels'
+mean negative log-likelihood), val/ece (expected calibration error, 15 bins), gap/acc
+(train/acc_eval - val/acc: overfitting), gap/nll (val/nll - train/nll_eval), and test/loss,
+test/acc, test/nll, test/ece.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 from torch.nn import functional as F
 
+from droptune.calibration import calibration_bins, expected_calibration_error
 from droptune.data.module import Steps
+from droptune.mc_dropout import mc_log_probabilities
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "exponential")
@@ -117,27 +121,47 @@ class GradientClip:
     algorithm: str | None = None  # norm (Lightning's default) | value
 
 
-class EpochTally:
-    """Summed loss and correct predictions of one part of an epoch, kept on the device and read
-    once (one host sync). Counted here rather than by torchmetrics' MulticlassAccuracy, whose
-    update and compute cost ~0.2 and ~0.3 ms of Python each on a 2-core CPU: as much as a small
-    network's step (the fused runner counts the same way)."""
+@dataclass(frozen=True)
+class Scores:
+    loss: float  # mean cross-entropy: the negative log-likelihood of the labels
+    acc: float
+    ece: float | None = None  # expected calibration error, where the tally bins confidences
+    bins: torch.Tensor | None = None  # the calibration bins it came from (calibration.py)
 
-    def __init__(self) -> None:
-        self.sums: torch.Tensor | None = None  # [loss sum, correct count]
+
+class EpochTally:
+    """Summed loss and correct predictions of one part of an epoch (`calibrated`: and the
+    calibration bins, whose correct counts add up to the part's), kept on the device and read
+    once. Counted here rather than by torchmetrics' MulticlassAccuracy and CalibrationError, whose
+    update and compute cost ~0.2 and ~0.3 ms of Python each on a 2-core CPU: as much as a small
+    network's step (the fused runner counts the same way; tests compare with torchmetrics)."""
+
+    def __init__(self, calibrated: bool = False) -> None:
+        self.calibrated = calibrated
+        self.sums: torch.Tensor | None = None  # [loss sum, correct count] or [loss sum, *bins]
         self.count = 0
 
     def add(self, logits: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor) -> None:
-        correct = (logits.argmax(1) == targets).sum()
-        sums = torch.stack((loss_sum.float(), correct.float()))
+        if self.calibrated:
+            confidence, predicted = logits.float().softmax(1).max(1)
+            bins = calibration_bins(confidence, predicted == targets)
+            sums = torch.cat((loss_sum.view(1), bins.flatten()))
+        else:
+            correct = (logits.argmax(1) == targets).sum()
+            sums = torch.stack((loss_sum, correct.to(loss_sum.dtype)))
         self.sums = sums if self.sums is None else self.sums + sums
         self.count += len(targets)
 
-    def read(self) -> tuple[float, float]:
-        """(mean loss, accuracy) of what was added since the last read."""
-        loss_sum, correct = self.sums.tolist()
-        count, self.sums, self.count = self.count, None, 0
-        return loss_sum / count, correct / count
+    def read(self) -> Scores:
+        """The scores of what was added since the last read."""
+        sums, count = self.sums.cpu(), self.count
+        self.sums, self.count = None, 0
+        if not self.calibrated:
+            loss_sum, correct = sums.tolist()
+            return Scores(loss_sum / count, correct / count)
+        bins = sums[1:].view(3, -1)
+        ece = expected_calibration_error(bins).item()
+        return Scores(sums[0].item() / count, bins[2].sum().item() / count, ece, bins)
 
 
 class DropoutClassifier(L.LightningModule):
@@ -154,13 +178,25 @@ class DropoutClassifier(L.LightningModule):
         optim: Optim = Optim(),
         constraint: Callable[[], None] | None = None,
         gradient_clip: GradientClip | None = None,
+        mc_samples: int = 0,
     ) -> None:
+        """`mc_samples` T > 0: validation and test are also scored by MC dropout (T passes with
+        dropout on, averaged: val/acc_mc, val/nll_mc, val/ece_mc, test/..._mc)."""
         super().__init__()
         self.automatic_optimization = False
         self.model, self.optim, self.gradient_clip = model, optim, gradient_clip
+        self.mc_samples = mc_samples
         self.constraint = constraint or getattr(model, "apply_max_norm", None)
-        self.tallies = {part: EpochTally() for part in ("train", "val", "train_probe", "test")}
+        self.tallies = {
+            "train": EpochTally(),
+            "val": EpochTally(calibrated=True),
+            "train_probe": EpochTally(),
+            "test": EpochTally(calibrated=True),
+            "val_mc": EpochTally(calibrated=True),
+            "test_mc": EpochTally(calibrated=True),
+        }
         self.history: list[dict[str, float]] = []
+        self.val_bins: torch.Tensor | None = None  # the latest epoch's calibration bins
         self.best_val_acc = float("-inf")
         self.resumed_from_epoch = 0
 
@@ -171,6 +207,12 @@ class DropoutClassifier(L.LightningModule):
         x, y = batch
         logits = self.model(x)
         self.tallies[part].add(logits, y, F.cross_entropy(logits, y, reduction="sum"))
+        if self.mc_samples and part in ("val", "test"):
+            # its own random stream: the training masks stay those of a fit without MC passes
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                log_p = mc_log_probabilities(self.model, x, self.mc_samples)
+            self.tallies[f"{part}_mc"].add(log_p, y, F.nll_loss(log_p, y, reduction="sum"))
 
     def training_step(self, batch: Steps | tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         """Each mini-batch: forward, backward, clip, step, then max-norm's projection right after
@@ -182,11 +224,11 @@ class DropoutClassifier(L.LightningModule):
         # the tensors' own calls skip ~0.3 ms of hooks per step (a 2-core CPU); mixed precision
         # keeps Lightning's, which scale the loss and cast
         direct = type(self.trainer.precision_plugin) is Precision
-        loss_sums, outputs, targets = [], [], []
+        losses, outputs, targets = [], [], []
         for x, y in batch if isinstance(batch, Steps) else [batch]:
             logits = self.model(x)
             loss = F.cross_entropy(logits, y)
-            loss_sums.append(loss.detach() * len(y))
+            losses.append(loss.detach())
             outputs.append(logits.detach())
             targets.append(y)
             optimizer.zero_grad()
@@ -200,9 +242,10 @@ class DropoutClassifier(L.LightningModule):
             (optimizer.optimizer if direct else optimizer).step()
             if self.constraint is not None:
                 self.constraint()
-        self.tallies["train"].add(
-            torch.cat(outputs), torch.cat(targets), torch.stack(loss_sums).sum()
-        )
+        # the steps' mean losses weighted by their sizes: one product for the run of steps
+        sizes = torch.tensor([len(y) for y in targets], dtype=torch.float32, device=self.device)
+        loss_sum = torch.stack(losses).float() @ sizes
+        self.tallies["train"].add(torch.cat(outputs), torch.cat(targets), loss_sum)
         trainer = self.trainer
         if trainer.is_last_batch or batch_idx + 1 >= trainer.num_training_batches:
             scheduler = self.lr_schedulers()
@@ -244,21 +287,45 @@ class DropoutClassifier(L.LightningModule):
     def _epoch_metrics(self) -> dict[str, float]:
         """The epoch's metric contract, read from its tallies (the validation part's and the
         training probe's where the datamodule gives them)."""
-        train_loss, train_acc = self.tallies["train"].read()
-        metrics = {"train/loss": train_loss, "train/acc": train_acc}
+        train = self.tallies["train"].read()
+        metrics = {"train/loss": train.loss, "train/acc": train.acc}
         if not self.tallies["val"].count:
             return metrics
-        val_loss, val_acc = self.tallies["val"].read()
-        self.best_val_acc = max(self.best_val_acc, val_acc)
-        metrics |= {"val/loss": val_loss, "val/acc": val_acc, "val/acc_best": self.best_val_acc}
+        val = self.tallies["val"].read()
+        self.val_bins = val.bins
+        self.best_val_acc = max(self.best_val_acc, val.acc)
+        metrics |= {
+            "val/loss": val.loss,
+            "val/acc": val.acc,
+            "val/acc_best": self.best_val_acc,
+            "val/nll": val.loss,
+            "val/ece": val.ece,
+        }
+        if self.mc_samples:
+            mc = self.tallies["val_mc"].read()
+            metrics |= {"val/acc_mc": mc.acc, "val/nll_mc": mc.loss, "val/ece_mc": mc.ece}
         if self.tallies["train_probe"].count:
-            _, probe_acc = self.tallies["train_probe"].read()
-            metrics |= {"train/acc_eval": probe_acc, "gap/acc": probe_acc - val_acc}
+            probe = self.tallies["train_probe"].read()
+            metrics |= {
+                "train/acc_eval": probe.acc,
+                "gap/acc": probe.acc - val.acc,
+                "train/nll_eval": probe.loss,
+                "gap/nll": val.loss - probe.loss,
+            }
         return metrics
 
     def on_test_epoch_end(self) -> None:
-        loss, acc = self.tallies["test"].read()
-        self.log_dict({"test/loss": loss, "test/acc": acc})
+        test = self.tallies["test"].read()
+        metrics = {
+            "test/loss": test.loss,
+            "test/acc": test.acc,
+            "test/nll": test.loss,
+            "test/ece": test.ece,
+        }
+        if self.mc_samples:
+            mc = self.tallies["test_mc"].read()
+            metrics |= {"test/acc_mc": mc.acc, "test/nll_mc": mc.loss, "test/ece_mc": mc.ece}
+        self.log_dict(metrics)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["droptune"] = {

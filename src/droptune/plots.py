@@ -1,4 +1,5 @@
-"""Study plots, refreshed on the parent run at the end of every tune invocation.
+"""Study plots, refreshed on the parent run at the end of every tune invocation, and a trained
+model's reliability diagram.
 
 Optuna's own plots (optimization history, parameter importances, parallel coordinates) as HTML
 (plotly), plus two that only a dropout study needs, as PNG: the metric against the hidden dropout
@@ -17,8 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import optuna.visualization as plotly_plots  # noqa: E402
+import torch  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from droptune.calibration import ECE_BINS, expected_calibration_error  # noqa: E402
 from droptune.quiet import young_study_importances  # noqa: E402
 from droptune.tracking import StudyTracking  # noqa: E402
 
@@ -100,3 +104,46 @@ def log_study_plots(study: optuna.Study, tracking: StudyTracking, out: Path) -> 
             written.append(path)
     for path in written:
         tracking.tracker.client.log_artifact(tracking.parent_run_id, str(path), "plots")
+
+
+def reliability_diagram(bins: torch.Tensor, title: str) -> plt.Figure:
+    """Accuracy against confidence per confidence bin (calibration.py's sums), the diagonal a
+    perfectly calibrated model would follow, and how many predictions each bin holds."""
+    # a confidence of exactly 1 has a bin of its own; drawn with the last bin's
+    drawn = torch.cat((bins[:, : ECE_BINS - 1], bins[:, ECE_BINS - 1 :].sum(1, keepdim=True)), 1)
+    count, confidence, correct = drawn.double().unbind(0)
+    filled = count > 0
+    width = 1.0 / ECE_BINS
+    lefts = [i * width for i in range(ECE_BINS)]
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    accuracy = torch.where(filled, correct / count.clamp(min=1), torch.zeros_like(count))
+    top.bar(
+        lefts, accuracy.tolist(), width=width, align="edge", edgecolor="black", label="accuracy"
+    )
+    mean_confidence = (confidence / count.clamp(min=1))[filled]
+    top.plot(
+        mean_confidence.tolist(),
+        accuracy[filled].tolist(),
+        "o",
+        color="C1",
+        label="mean confidence",
+    )
+    top.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    top.set_ylabel("accuracy")
+    top.set_title(f"{title}: ECE {expected_calibration_error(bins).item():.4f}")
+    top.legend(loc="upper left")
+    bottom.bar(lefts, count.tolist(), width=width, align="edge", edgecolor="black")
+    bottom.set_xlabel("confidence (top class)")
+    bottom.set_ylabel("predictions")
+    bottom.set_xlim(0, 1)
+    figure.tight_layout()
+    return figure
+
+
+def log_reliability_diagram(client: MlflowClient, run_id: str, bins: torch.Tensor) -> None:
+    """The diagram of a model's validation predictions as the run's reliability.png."""
+    figure = reliability_diagram(bins, "validation")
+    client.log_figure(run_id, figure, "reliability.png")
+    plt.close(figure)

@@ -14,6 +14,7 @@ from droptune.config import validate
 from droptune.describe import config_label
 from droptune.fit import fit_folds, log_epoch
 from droptune.inputs import load_data, splits
+from droptune.plots import log_reliability_diagram
 from droptune.quiet import quiet_libraries
 from droptune.tracked_data import dataset_input
 from droptune.tracking import Tracker, end_status, git_commit
@@ -75,6 +76,9 @@ def train(
         metrics["time/epoch_s_mean"] = float(np.mean(epoch_seconds))
         tracker.log_metrics(run_id, metrics, len(results[0].history))
         tracker.set_tags(run_id, {"device": results[0].device})
+        bins = [r.calibration for r in results if r.calibration is not None]
+        if bins:  # the final model's (under CV: every fold's final model's) validation predictions
+            log_reliability_diagram(tracker.client, run_id, sum(bins))
         summary = {
             "config_name": (choices or {}).get("experiment") or "train",
             "choices": dict(choices or {}),

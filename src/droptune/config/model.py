@@ -9,6 +9,7 @@ from pydantic import Discriminator, Field, field_validator, model_validator
 from droptune import targets
 from droptune.config.types import (
     Allowed,
+    Fraction,
     Globs,
     Group,
     IntList,
@@ -23,11 +24,18 @@ from droptune.config.types import (
 )
 from droptune.models import ACTIVATIONS, PLACEMENTS, VARIANTS
 from droptune.models.nets import hidden_widths
+from droptune.schedules import KINDS, SHAPES
 
 SiteRates = Annotated[
     dict[str, Rate] | None, Allowed("a mapping of module-path globs to dropout rates, or null")
 ]
 Variant = one_of(VARIANTS)
+
+
+class DropoutSchedule(Group):
+    kind: one_of(KINDS)
+    cutoff: Fraction
+    shape: one_of(SHAPES)
 
 
 class MlpDropout(Group):
@@ -37,6 +45,7 @@ class MlpDropout(Group):
     placement: one_of(PLACEMENTS)
     variant: Variant
     sites: SiteRates
+    schedule: DropoutSchedule
 
 
 class CnnDropout(MlpDropout):
@@ -95,6 +104,7 @@ class Cnn(OwnModel):
 class UserDropout(Group):
     sites: SiteRates
     variant: Annotated[Variant | None, Allowed(f"null or one of {', '.join(VARIANTS)}")]
+    schedule: DropoutSchedule
 
 
 class UserModel(Open):

@@ -31,6 +31,8 @@ METRICS = {
     "val/acc_best": "maximize",
     "val/acc": "maximize",
     "val/loss": "minimize",
+    "val/nll": "minimize",
+    "val/ece": "minimize",
     "cv/acc_mean": "maximize",
     "cv/acc_best_mean": "maximize",
 }

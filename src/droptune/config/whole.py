@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import lightning as L
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from droptune import targets
 from droptune.config.adapter import config_error
@@ -24,11 +24,16 @@ def default_metric(metric: str | None, cv: bool) -> str:
     return metric or ("cv/acc_mean" if cv else "val/acc_best")
 
 
+class Evaluate(Group):
+    mc_samples: Annotated[int, Field(ge=0), Allowed("an integer >= 0 (0: no MC-dropout passes)")]
+
+
 class TrainConfig(Group):
     task: Literal["train", "tune", "bench", "report"]
     seed: Annotated[int, Allowed("an integer")]
     test_seed: Annotated[int | None, Allowed("null (the seed) or an integer")]
     evaluate_test: bool
+    evaluate: Evaluate
     data: Data
     model: Model
     optim: Optim
@@ -46,6 +51,12 @@ class TrainConfig(Group):
                 "cnn",
                 f"an image dataset ({', '.join(IMAGE_DATASETS)}); data={data.name} is a table",
             )
+        require(
+            not (self.evaluate.mc_samples and model.family == "lightning"),
+            "evaluate.mc_samples",
+            self.evaluate.mc_samples,
+            "0 with model=lightning: a LightningModule of your own evaluates itself",
+        )
         if self.evaluate_test:
             # a user's DataModule: whether it has a test loader is known once it is built
             has_test = data.name in ("mnist", "fashion_mnist", "custom") or data.test_fraction > 0

@@ -50,6 +50,7 @@ def fusable(config: Mapping[str, Any], n_folds: int) -> bool:
         and not config["model"]["dropout"]["sites"]
         and config["model"]["dropout"]["variant"] in FUSED_VARIANTS
         and config["optim"]["momentum_ramp"] is None
+        and not config["evaluate"]["mc_samples"]  # MC-dropout passes: the standard runner's
     )
 
 

@@ -11,7 +11,8 @@ import lightning as L
 import torch
 
 from droptune import signals
-from droptune.build import build_optim, mlp_widths
+from droptune.build import build_optim, mlp_widths, schedule_of
+from droptune.calibration import ECE_BINS, calibration_bins, expected_calibration_error
 from droptune.data.module import STEPS_PER_BATCH
 from droptune.fused.checkpoint import member_slices, restore, snapshot
 from droptune.fused.grouping import Member
@@ -52,6 +53,18 @@ def forward_losses(
     return stacked_cross_entropy(logits, y), (logits.argmax(-1) == y).sum(1)
 
 
+def evaluation_scores(
+    net: StackedMLP, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-member loss sum (K,), correct count (K,) and calibration bins (K, 3, bins) of a
+    stacked batch, dropout as the net's mode has it."""
+    logits = net(x.to(net.weights[0].dtype)).float()
+    confidence, predicted = logits.softmax(-1).max(-1)
+    hits = predicted == y
+    losses = stacked_cross_entropy(logits, y) * y.shape[1]
+    return losses, hits.sum(1), calibration_bins(confidence, hits)
+
+
 class FusedClassifier(L.LightningModule):
     """Trains every member one step per batch; reports each epoch's per-member metrics."""
 
@@ -88,6 +101,7 @@ class FusedClassifier(L.LightningModule):
         self._saved_at = time.monotonic()
         self.optimizer: StackedOptimizer | None = None
         self.forward_losses = compiled(forward_losses) if compile else forward_losses
+        self.evaluation_scores = compiled(evaluation_scores) if compile else evaluation_scores
         self._epoch_start = 0.0
 
     @contextmanager
@@ -146,6 +160,11 @@ class FusedClassifier(L.LightningModule):
         self._seen = 0
         self._epoch_start = time.perf_counter()
         self.optimizer.set_lr_scale(self._lr_factors[self.epoch_offset + self.current_epoch])
+        progress = (self.epoch_offset + self.current_epoch) / (
+            self.epoch_offset + self.trainer.max_epochs
+        )
+        scales = [schedule_of(m.config["model"]).scale(progress) for m in self._rows]
+        self.net.rate_scales.copy_(torch.tensor(scales))
 
     def training_step(self, steps: tuple[int, int], batch_idx: int) -> None:
         for step in range(*steps):
@@ -169,32 +188,32 @@ class FusedClassifier(L.LightningModule):
         self._seen += index.shape[1]
 
     @torch.no_grad()
-    def _evaluate(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-member (loss, accuracy) on a resident split, dropout off, in memory-bounded chunks."""
+    def _evaluate(self, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-member mean loss, accuracy and expected calibration error on a resident split,
+        dropout off, in memory-bounded chunks."""
         self.net.eval()
         x, y = self.tensors[part]
         k = len(self._rows)
         chunk = max(256, 2**22 // max(1, k * max(w.shape[1] for w in self.net.weights)))
         loss = torch.zeros(k, device=x.device)
         correct = torch.zeros(k, device=x.device)
+        bins = torch.zeros(k, 3, ECE_BINS + 1, device=x.device)
         for start in range(0, len(y), chunk):
             xb, yb = x[start : start + chunk], y[start : start + chunk]
-            chunk_loss, chunk_correct = self.forward_losses(
-                self.net, xb.expand(k, *xb.shape), yb.expand(k, -1)
-            )
-            loss += chunk_loss * len(yb)
-            correct += chunk_correct
+            scores = self.evaluation_scores(self.net, xb.expand(k, *xb.shape), yb.expand(k, -1))
+            loss, correct, bins = loss + scores[0], correct + scores[1], bins + scores[2]
         self.net.train()
-        return loss / len(y), correct / len(y)
+        return loss / len(y), correct / len(y), expected_calibration_error(bins)
 
     def _epoch_metrics(self) -> list[dict[str, float]]:
         """Each member's epoch in droptune's metric contract (one host sync for all of them)."""
         with self._phase("evaluate"):
-            val_loss, val_acc = self._evaluate("val")
-            _, probe_acc = self._evaluate("train_probe")
+            val_loss, val_acc, val_ece = self._evaluate("val")
+            probe_loss, probe_acc, _ = self._evaluate("train_probe")
         n = len(self.members)  # the rows after them copy a member
         train = (self._sums[:, :n] / self._seen).cpu()
-        val_loss, val_acc, probe_acc = (t[:n].cpu() for t in (val_loss, val_acc, probe_acc))
+        parts = (val_loss, val_acc, val_ece, probe_loss, probe_acc)
+        val_loss, val_acc, val_ece, probe_loss, probe_acc = (t[:n].cpu() for t in parts)
         self.best = torch.maximum(self.best, val_acc)
         seconds = (time.perf_counter() - self._epoch_start) / n
         metrics = [
@@ -206,15 +225,27 @@ class FusedClassifier(L.LightningModule):
                 "val/acc": float(val_acc[i]),
                 "val/acc_best": float(self.best[i]),
                 "gap/acc": float(probe_acc[i] - val_acc[i]),
+                "val/nll": float(val_loss[i]),
+                "val/ece": float(val_ece[i]),
+                "train/nll_eval": float(probe_loss[i]),
+                "gap/nll": float(val_loss[i] - probe_loss[i]),
                 "time/trial_epoch_s": seconds,
             }
             for i in range(n)
         ]
         last = self.current_epoch + 1 == self.trainer.max_epochs
         if last and self.members[0].config["evaluate_test"] and "test" in self.tensors:
-            test_loss, test_acc = (t[:n].cpu() for t in self._evaluate("test"))
+            test_loss, test_acc, test_ece = (t[:n].cpu() for t in self._evaluate("test"))
             for i, m in enumerate(metrics):  # reported with the trial, never selected on
-                m.update({"test/loss": float(test_loss[i]), "test/acc": float(test_acc[i])})
+                loss = float(test_loss[i])
+                m.update(
+                    {
+                        "test/loss": loss,
+                        "test/acc": float(test_acc[i]),
+                        "test/nll": loss,
+                        "test/ece": float(test_ece[i]),
+                    }
+                )
         return metrics
 
     def on_train_epoch_end(self) -> None:

@@ -141,6 +141,8 @@ class StackedMLP(nn.Module):
             "hidden_rates", torch.tensor([list(r) for r in hidden_rates], dtype=torch.float32)
         )
         self.register_buffer("output_rates", torch.tensor(output_rates, dtype=torch.float32))
+        # each member's dropout schedule factor of the current epoch (schedules.py), on all its rates
+        self.register_buffer("rate_scales", torch.ones(k, dtype=torch.float32))
         norms = [math.inf if c is None else float(c) for c in max_norms]
         # (K, 1, 1) columns are built whole, not as views: a view's base would be guarded by a
         # compiled step, and the columns that keep() leaves are not views
@@ -179,20 +181,31 @@ class StackedMLP(nn.Module):
             )
         return h * factor.to(h.dtype)
 
+    def rates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rates in effect, per member: input (K,), hidden (K, depth), output (K,): the
+        members' targets times their schedule's factor."""
+        scales = self.rate_scales
+        return (
+            self.input_rates * scales,
+            self.hidden_rates * scales[:, None],
+            self.output_rates * scales,
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._dropout(x, self.input_rates, 0)
+        input_rates, hidden_rates, output_rates = self.rates()
+        h = self._dropout(x, input_rates, 0)
         depth = len(self.weights) - 1
         for layer in range(depth):
             width = self.weights[layer].shape[1]
             z = torch.baddbmm(self.biases[layer], h, self.weights[layer].transpose(1, 2))
             mask = self.unit_mask[:, layer : layer + 1, :width]
-            rates = self.hidden_rates[:, layer]
+            rates = hidden_rates[:, layer]
             after = self._dropout(self.activation(z) * mask, rates, layer + 1)
             if self.any_before:  # members with dropout before the activation (same masks)
                 before = self.activation(self._dropout(z, rates, layer + 1)) * mask
                 after = torch.where(self.before, before, after)
             h = after
-        h = self._dropout(h, self.output_rates, depth + 1)
+        h = self._dropout(h, output_rates, depth + 1)
         return torch.baddbmm(self.biases[-1], h, self.weights[-1].transpose(1, 2))
 
     def constrained(self) -> list[bool]:
@@ -215,6 +228,7 @@ class StackedMLP(nn.Module):
             "input_rates",
             "hidden_rates",
             "output_rates",
+            "rate_scales",
             "max_norms",
             "variant_codes",
             "before",
