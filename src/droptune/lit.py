@@ -291,19 +291,10 @@ class DropoutClassifier(L.LightningModule):
         metrics = {"train/loss": train.loss, "train/acc": train.acc}
         if not self.tallies["val"].count:
             return metrics
-        val = self.tallies["val"].read()
+        val, val_metrics = self._scores("val")
         self.val_bins = val.bins
         self.best_val_acc = max(self.best_val_acc, val.acc)
-        metrics |= {
-            "val/loss": val.loss,
-            "val/acc": val.acc,
-            "val/acc_best": self.best_val_acc,
-            "val/nll": val.loss,
-            "val/ece": val.ece,
-        }
-        if self.mc_samples:
-            mc = self.tallies["val_mc"].read()
-            metrics |= {"val/acc_mc": mc.acc, "val/nll_mc": mc.loss, "val/ece_mc": mc.ece}
+        metrics |= val_metrics | {"val/acc_best": self.best_val_acc}
         if self.tallies["train_probe"].count:
             probe = self.tallies["train_probe"].read()
             metrics |= {
@@ -315,17 +306,26 @@ class DropoutClassifier(L.LightningModule):
         return metrics
 
     def on_test_epoch_end(self) -> None:
-        test = self.tallies["test"].read()
+        self.log_dict(self._scores("test")[1])
+
+    def _scores(self, part: str) -> tuple[Scores, dict[str, float]]:
+        """The scores of the validation or test part, and its metrics: loss (= nll), accuracy,
+        calibration, and with MC dropout the same of the averaged passes."""
+        scores = self.tallies[part].read()
         metrics = {
-            "test/loss": test.loss,
-            "test/acc": test.acc,
-            "test/nll": test.loss,
-            "test/ece": test.ece,
+            f"{part}/loss": scores.loss,
+            f"{part}/acc": scores.acc,
+            f"{part}/nll": scores.loss,
+            f"{part}/ece": scores.ece,
         }
         if self.mc_samples:
-            mc = self.tallies["test_mc"].read()
-            metrics |= {"test/acc_mc": mc.acc, "test/nll_mc": mc.loss, "test/ece_mc": mc.ece}
-        self.log_dict(metrics)
+            mc = self.tallies[f"{part}_mc"].read()
+            metrics |= {
+                f"{part}/acc_mc": mc.acc,
+                f"{part}/nll_mc": mc.loss,
+                f"{part}/ece_mc": mc.ece,
+            }
+        return scores, metrics
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["droptune"] = {
