@@ -8,7 +8,7 @@ import torch
 from droptune.errors import ConfigError
 from droptune.fit import fit
 from droptune.inputs import load_data, splits
-from droptune.schedules import dropout_sites
+from droptune.models.sites import dropout_modules
 
 EPOCHS = 8  # with cutoff 0.25: epochs 0 and 1 come before the cutoff, 2 to 7 after it
 
@@ -32,7 +32,7 @@ class RatesSeen(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if batch_idx == 0:
-            self.epochs.append([float(site.p) for site in dropout_sites(pl_module)])
+            self.epochs.append([float(site.p) for site in dropout_modules(pl_module).values()])
 
 
 def rates_per_epoch(cfg) -> list[list[float]]:

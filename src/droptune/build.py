@@ -20,12 +20,13 @@ from droptune.models.nets import hidden_widths
 from droptune.models.sites import (
     MaxNorm,
     Site,
+    dropout_modules,
     find_sites,
     max_norm_layers,
     set_site_rates,
     swap_variant,
 )
-from droptune.schedules import Schedule, ScheduledDropout, dropout_sites
+from droptune.schedules import Schedule, ScheduledDropout
 
 
 def mlp_widths(model: Mapping[str, Any]) -> list[int]:
@@ -136,7 +137,7 @@ def dropout_schedule(model: Mapping[str, Any], net: nn.Module) -> ScheduledDropo
     schedule = schedule_of(model)
     if schedule.kind == "constant":
         return None
-    return ScheduledDropout(dropout_sites(net), schedule)
+    return ScheduledDropout(dropout_modules(net).values(), schedule)
 
 
 def build_optim(optim: Mapping[str, Any]) -> Optim:

@@ -125,8 +125,13 @@ class GradientClip:
 class Scores:
     loss: float  # mean cross-entropy: the negative log-likelihood of the labels
     acc: float
-    ece: float | None = None  # expected calibration error, where the tally bins confidences
-    bins: torch.Tensor | None = None  # the calibration bins it came from (calibration.py)
+    bins: torch.Tensor | None = (
+        None  # calibration bins (calibration.py), where the tally keeps them
+    )
+
+    @property
+    def ece(self) -> float | None:
+        return expected_calibration_error(self.bins).item() if self.bins is not None else None
 
 
 class EpochTally:
@@ -160,8 +165,7 @@ class EpochTally:
             loss_sum, correct = sums.tolist()
             return Scores(loss_sum / count, correct / count)
         bins = sums[1:].view(3, -1)
-        ece = expected_calibration_error(bins).item()
-        return Scores(sums[0].item() / count, bins[2].sum().item() / count, ece, bins)
+        return Scores(sums[0].item() / count, bins[2].sum().item() / count, bins)
 
 
 class DropoutClassifier(L.LightningModule):
@@ -260,15 +264,18 @@ class DropoutClassifier(L.LightningModule):
         off on a sample of the training part), evaluated here at the epoch's end. Lightning's
         evaluation loop, which the trainer skips for this module (fit.trainer_arguments), cost
         ~7 ms an epoch on a 2-core CPU: a third of a small network's epoch of 12 steps."""
-        datamodule = self.trainer.datamodule  # None: a fit on a bare training loader
-        loaders = datamodule.val_dataloader() if datamodule is not None else []
-        loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
         self.model.eval()
         with self.trainer.precision_plugin.val_step_context():
-            for part, loader in zip(("val", "train_probe"), loaders, strict=False):
+            for part, loader in zip(("val", "train_probe"), self._val_loaders, strict=False):
                 for x, y in loader:
                     self._evaluate((x.to(self.device), y.to(self.device)), part)
         self.model.train()
+
+    def on_fit_start(self) -> None:
+        """The datamodule's validation loaders, made once a fit (the datamodule is set up)."""
+        datamodule = self.trainer.datamodule  # None: a fit on a bare training loader
+        loaders = datamodule.val_dataloader() if datamodule is not None else []
+        self._val_loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from droptune.schedules import dropout_sites
+from droptune.models.sites import dropout_modules
 
 
 @torch.no_grad()
@@ -15,7 +15,7 @@ def mc_log_probabilities(model: nn.Module, x: torch.Tensor, samples: int) -> tor
     """log of the mean of softmax(model(x)) over `samples` passes with every dropout site in
     training mode and every other module as it is (a model in eval mode keeps batch norm's
     running statistics). The masks come from torch's random stream, as training's do."""
-    sites = [site for site in dropout_sites(model) if not site.training]
+    sites = [site for site in dropout_modules(model).values() if not site.training]
     for site in sites:
         site.train()
     try:

@@ -9,13 +9,11 @@ training done (epoch / max_epochs). torch has no dropout scheduler, so the scale
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import lightning as L
 from torch import nn
-
-from droptune.models.sites import DROPOUT_TYPES
 
 KINDS = ("constant", "early", "late", "curriculum")
 SHAPES = ("constant", "linear")
@@ -47,26 +45,20 @@ class Schedule:
             return min(1.0, progress / cutoff)
         return 1.0
 
-    def scales(self, max_epochs: int) -> list[float]:
-        """Each epoch's factor, for a fit of `max_epochs` epochs."""
-        return [self.scale(epoch / max_epochs) for epoch in range(max_epochs)]
-
-
-def dropout_sites(model: nn.Module) -> list[nn.Module]:
-    """The modules a schedule drives: every dropout module with a rate `p` (droptune's own
-    variants and torch's; `models.sites` lists which classes count)."""
-    return [module for module in model.modules() if isinstance(module, DROPOUT_TYPES)]
+    def at(self, epoch: int, max_epochs: int) -> float:
+        """The factor of an epoch of a fit of `max_epochs` epochs (per epoch, at its start)."""
+        return self.scale(epoch / max_epochs)
 
 
 class ScheduledDropout(L.Callback):
     """Sets each site's rate at every epoch's start: its target (the rate it was built with)
     times the schedule's scale. A resumed fit gets the rate of the epoch it resumes at."""
 
-    def __init__(self, sites: Sequence[nn.Module], schedule: Schedule) -> None:
+    def __init__(self, sites: Iterable[nn.Module], schedule: Schedule) -> None:
         self.schedule = schedule
         self.targets = [(site, float(site.p)) for site in sites]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        scale = self.schedule.scale(trainer.current_epoch / trainer.max_epochs)
+        scale = self.schedule.at(trainer.current_epoch, trainer.max_epochs)
         for site, target in self.targets:
             site.p = target * scale

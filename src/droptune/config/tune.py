@@ -173,8 +173,8 @@ class Study(Group):
 class Bench(Group):
     plain_widths: list[PositiveInt]
     plain_repeats: PositiveInt
-    plain_epochs: int = Field(ge=2)
-    sonar_epochs: int = Field(ge=2)
+    plain_epochs: Annotated[int, Field(ge=2), Allowed("an integer >= 2 (the first warms up)")]
+    sonar_epochs: Annotated[int, Field(ge=2), Allowed("an integer >= 2 (the first warms up)")]
     epochs: PositiveInt
     reference_batches: PositiveInt
     ks: list[PositiveInt]

@@ -160,10 +160,11 @@ class FusedClassifier(L.LightningModule):
         self._seen = 0
         self._epoch_start = time.perf_counter()
         self.optimizer.set_lr_scale(self._lr_factors[self.epoch_offset + self.current_epoch])
-        progress = (self.epoch_offset + self.current_epoch) / (
-            self.epoch_offset + self.trainer.max_epochs
+        epoch, total = (
+            self.epoch_offset + self.current_epoch,
+            self.epoch_offset + self.trainer.max_epochs,
         )
-        scales = [schedule_of(m.config["model"]).scale(progress) for m in self._rows]
+        scales = [schedule_of(m.config["model"]).at(epoch, total) for m in self._rows]
         self.net.rate_scales.copy_(torch.tensor(scales))
 
     def training_step(self, steps: tuple[int, int], batch_idx: int) -> None:

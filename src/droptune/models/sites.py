@@ -42,12 +42,16 @@ class Site:
     rate: float
 
 
+def dropout_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every dropout module of `model` by its path from `model`, in module order."""
+    return {path: m for path, m in model.named_modules() if isinstance(m, DROPOUT_TYPES)}
+
+
 def find_sites(model: nn.Module) -> list[Site]:
-    """Every dropout module of `model`, in module order, by its path from `model`."""
+    """Every dropout site of `model`: its path, class and rate."""
     return [
         Site(path, type(module).__name__, float(module.p))
-        for path, module in model.named_modules()
-        if isinstance(module, DROPOUT_TYPES)
+        for path, module in dropout_modules(model).items()
     ]
 
 
