@@ -41,6 +41,9 @@ def main(cfg: DictConfig) -> None:
         summary["n_pruned"],
         summary["n_failed"],
     )
+    for point in summary["pareto_front"] or []:
+        values = "  ".join(f"{k} {v:.4f}" for k, v in point["values"].items())
+        log.info("Pareto trial %d: %s  %s", point["trial"], values, point["params"])
     if summary["best_trial"] is not None:
         log.info(
             "best %.4f (trial %d): %s",

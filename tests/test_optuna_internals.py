@@ -6,11 +6,12 @@ from __future__ import annotations
 import inspect
 from contextlib import nullcontext
 
+import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
 
-from droptune.optuna_internals import BatchAskStorage, storage_of, trial_id_of
+from droptune.optuna_internals import BatchAskStorage, pareto_front, storage_of, trial_id_of
 
 
 def sqlite(tmp_path, name):
@@ -26,6 +27,16 @@ def test_the_private_names_droptune_uses_are_there(tmp_path):
     parameters = inspect.signature(RDBStorage._get_trials).parameters
     for argument in ("study_id", "states", "included_trial_ids", "trial_id_greater_than"):
         assert argument in parameters, f"RDBStorage._get_trials takes no {argument} now"
+
+
+def test_pareto_front_of_read_trials_is_the_studys_best_trials():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        study.tell(study.ask(), [float(rng.random()), float(rng.random())])
+    front = pareto_front(study.get_trials(deepcopy=False), study.directions)
+    assert sorted(t.number for t in front) == sorted(t.number for t in study.best_trials)
+    assert 1 < len(front) < 40
 
 
 def test_storage_of_and_trial_id_of_read_what_the_public_api_says(tmp_path):

@@ -99,6 +99,27 @@ def test_top_configs_are_the_best_distinct_trials_in_the_studys_direction(direct
     assert error.value.key == "report.top_k" and "4 finished" in str(error.value)
 
 
+def test_top_configs_of_a_two_objective_study_are_its_pareto_front_best_first_by_the_first():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("fingerprint_parts", {"study.objectives": ["val/acc", "val/ece"]})
+    points = [(0.90, 0.05), (0.85, 0.02), (0.80, 0.06), (0.92, 0.08), (0.84, 0.03)]
+    for i, values in enumerate(points):  # trial 2 is dominated by 0 (and 1); 4 by 1
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": 0.1 * (i + 1)},
+                distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0)},
+                values=list(values),
+                user_attrs={"overrides": ["data=digits", f"optim.lr={0.1 * (i + 1)}"]},
+            )
+        )
+    top = top_configs(study, 3)
+    assert [c.trial_number for c in top] == [3, 0, 1]  # by val/acc among the front's
+    assert [c.study_value for c in top] == [0.92, 0.90, 0.85]
+    with pytest.raises(ConfigError) as error:
+        top_configs(study, 4)
+    assert "3 Pareto trial(s)" in str(error.value)
+
+
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
 def test_baselines_change_only_dropout_and_max_norm_of_the_best_config(make_cfg, family):
     best_line = [
@@ -260,6 +281,7 @@ def test_a_report_asking_more_configs_than_the_study_has_or_other_data_stops_fir
 
 def test_what_mattered_counts_each_dropout_choice_with_its_best_and_median():
     study = optuna.create_study(direction="maximize")
+    study.set_user_attr("fingerprint_parts", {"study.metric": "val/acc_best"})  # as tune writes
     lines = [
         (["model.dropout.placement=after", "model.dropout.input=0.0", "model.max_norm=null"], 0.90),
         (["model.dropout.placement=after", "model.dropout.input=0.2", "model.max_norm=3.0"], 0.80),
@@ -278,7 +300,7 @@ def test_what_mattered_counts_each_dropout_choice_with_its_best_and_median():
                 user_attrs={"overrides": ["data=digits", *line]},
             )
         )
-    found = what_mattered(study, "val/acc_best")
+    found = what_mattered(study)
     placement = {row["value"]: row for row in found["per_choice"]["placement"]}
     assert placement["after"]["trials"] == 3 and placement["after"]["best"] == 0.90
     assert placement["after"]["median"] == pytest.approx(np.median([0.90, 0.80, 0.60]))
@@ -317,7 +339,7 @@ def fabricated_report(study, seeds=(1, 2, 3)):
         "report": "r", "study": study.study_name, "fingerprint": "f", "droptune_version": "v",
         "git_commit": "c", "metric": "test/acc", "split": "test set", "confidence": 0.95,
         "reference": "no dropout", "seeds": list(seeds), "configs": configs,
-        "what_mattered": what_mattered(study, "val/acc_best"), "mlflow_report_run_id": "run",
+        "what_mattered": what_mattered(study), "mlflow_report_run_id": "run",
     }  # fmt: skip
 
 

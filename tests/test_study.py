@@ -1,6 +1,7 @@
 """Studies on digits: MLflow structure, pruning, resume within budget, failures, fingerprint,
 retraining the best trial, and a worker killed with SIGKILL mid-trial."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import optuna
 import pytest
@@ -232,6 +234,78 @@ def test_cross_validation_objective(tmp_path):
     assert study.user_attrs["fingerprint_parts"]["study.metric"] == "cv/acc_mean"
     for trial in study.trials:
         assert sorted(trial.intermediate_values) == [0, 1, 2]  # one report per fold
+
+
+def dominates(a, b, maximize):
+    """a is at least as good as b in every objective and better in one (directions per value)."""
+    at_least = all((x >= y) if up else (x <= y) for x, y, up in zip(a, b, maximize, strict=True))
+    return at_least and a != b
+
+
+@pytest.mark.parametrize("runner", ["standard", "fused"])
+def test_a_two_objective_study_keeps_a_pareto_front_of_non_dominated_trials(
+    tmp_path, runner, caplog
+):
+    summary, cfg = run_study(
+        tmp_path,
+        "study.n_trials=8",
+        "study.objectives=[val/acc,val/ece]",
+        "study.sampler=random",
+        f"study.runner={runner}",
+        "study.fused.k=4",
+    )
+    assert "study.pruner=median is off" in caplog.text  # said, and no trial was pruned
+    study = load(cfg)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8 and all(not t.intermediate_values for t in complete)
+    client = MlflowClient(cfg["tracking"]["uri"])
+    for trial in complete:  # each value is what its run logged at its last epoch
+        logged = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        assert trial.values == [logged["val/acc"], logged["val/ece"]]
+    values = {t.number: t.values for t in complete}
+    up = (True, False)
+    front = {p["trial"] for p in summary["pareto_front"]}
+    for number, value in values.items():
+        beaten = any(dominates(other, value, up) for other in values.values())
+        assert (number in front) == (not beaten)  # the front is exactly the non-dominated
+    assert summary["best_trial"] is None and summary["objectives"] == {
+        "val/acc": "maximize",
+        "val/ece": "minimize",
+    }
+    parent = summary["mlflow_parent_run_id"]
+    logged_front = client.download_artifacts(parent, "pareto_front.json", str(tmp_path))
+    assert {p["trial"] for p in json.loads(Path(logged_front).read_text())} == front
+    plots = {a.path for a in client.list_artifacts(parent, "plots")}
+    assert {"plots/pareto_front.html", "plots/param_importances.html"} <= plots
+    metrics = client.get_run(parent).data.metrics
+    assert metrics["study/pareto_front_size"] == len(front)
+
+
+@pytest.mark.parametrize(
+    "objectives, extra, allowed",
+    [
+        ("[val/acc]", "", "two or more"),
+        ("[val/acc,val/acc]", "", "each metric once"),
+        ("[val/acc,test/acc]", "", "metrics of val/acc_best"),
+        ("[val/acc,val/ece:maximize]", "", "val/ece is minimize"),
+        ("[val/acc,val/ece]", "study.metric=val/acc", "null with study.objectives"),
+        ("[val/acc,my/metric:minimize]", "", "metrics of val/acc_best"),  # droptune's own model
+        ("[val/acc,val/ece]", "study.sampler=cmaes", "CMA-ES optimises one objective"),
+    ],
+)
+def test_bad_objectives_stop_before_the_study_opens(tmp_path, objectives, extra, allowed):
+    with pytest.raises(ConfigError) as error:
+        run_study(tmp_path, f"study.objectives={objectives}", *extra.split())
+    assert error.value.key.startswith("study.") and allowed in str(error.value)
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
+
+
+def test_resuming_a_study_with_other_objectives_is_refused(tmp_path):
+    run_study(tmp_path, "study.n_trials=1")
+    with pytest.raises(ConfigError) as error:
+        run_study(tmp_path, "study.n_trials=2", "study.objectives=[val/acc,val/ece]")
+    assert error.value.key == "study.objectives" and "maximize, as study" in str(error.value)
 
 
 def rdb_storage(tmp_path, name):

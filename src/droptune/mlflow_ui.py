@@ -9,7 +9,8 @@ its switch, does not open on the tag alone (checked in Chromium).
 The runs table's columns are not URL state (the UI keeps them per browser); a saved view is. A
 study's view is the UI's own "share view" record, an experiment tag
 `mlflow.sharedViewState.<key>` that `?viewStateShareKey=<key>` opens: the study's trials, best
-first by its metric, with the metric, each trial's state and its sampled params as columns. (The
+first by its (first) metric, with its metrics, each trial's state and its sampled params as
+columns. (The
 UI leaves expanded rows out of a shared view, and a table sorted by a metric lists child runs
 flat: the experiment's own link shows each study's run with its trials nested under it.)
 """
@@ -57,20 +58,21 @@ def _column(kind: str, name: str) -> str:
 def study_view(
     *,
     study_name: str,
-    metric: str,
+    metrics: Sequence[str],
     maximize: bool,
     param_names: Sequence[str],
 ) -> dict:
-    """The saved view's state: the UI's search facets and the runs table's UI state."""
+    """The saved view's state: the UI's search facets and the runs table's UI state, sorted by
+    the first of `metrics` (`maximize`: its direction)."""
     params = [_column("params", f"trial.{name}") for name in param_names]
     return {
         "searchFilter": f"tags.droptune_study = {_quoted(study_name)} and tags.droptune_role = 'trial'",
-        "orderByKey": _column("metrics", metric),
+        "orderByKey": _column("metrics", metrics[0]),
         "orderByAsc": not maximize,
         "selectedColumns": [
             _column("attributes", "Dataset"),
             _column("attributes", "Duration"),
-            _column("metrics", metric),
+            *(_column("metrics", metric) for metric in metrics),
             _column("tags", "state"),
             *params,
         ],

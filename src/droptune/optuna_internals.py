@@ -1,7 +1,9 @@
 """Every use of Optuna's private API, in one place, tested by tests/test_optuna_internals.py.
 
-droptune needs four things Optuna does not offer publicly: a study's storage (`Study._storage`),
-a trial's storage id (`Trial._trial_id`, also on FrozenTrial), and, for `BatchAskStorage`, the
+droptune needs five things Optuna does not offer publicly: a study's storage (`Study._storage`),
+a trial's storage id (`Trial._trial_id`, also on FrozenTrial), the Pareto front of trials already
+read (`_get_pareto_front_trials_by_trials`: `Study.best_trials` reads and copies the whole study
+again), and, for `BatchAskStorage`, the
 cache Optuna wraps RDB storages in (`_CachedStorage`: `_read_trials_from_remote_storage`,
 `_add_trials_to_cache`, `_studies`, `_lock`, `_backend`) and the RDB backend's `_get_trials`. They are pinned by `optuna<6`; an
 Optuna release that moves one fails that test file, naming what moved.
@@ -17,6 +19,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
+from optuna.study import StudyDirection
+from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
 from optuna.trial import FrozenTrial, TrialState
 
 
@@ -28,6 +32,13 @@ def storage_of(study: optuna.Study) -> BaseStorage:
 def trial_id_of(trial: optuna.Trial | FrozenTrial) -> int:
     """A trial's id in its storage (its number counts within one study only)."""
     return trial._trial_id
+
+
+def pareto_front(
+    trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]
+) -> list[FrozenTrial]:
+    """The complete trials no other complete trial dominates (what `Study.best_trials` returns)."""
+    return _get_pareto_front_trials_by_trials(trials, directions)
 
 
 class BatchAskStorage(_CachedStorage):

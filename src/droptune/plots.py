@@ -1,9 +1,11 @@
 """Study plots, refreshed on the parent run at the end of every tune invocation, and a trained
 model's reliability diagram.
 
-Optuna's own plots (optimization history, parameter importances, parallel coordinates) as HTML
-(plotly), plus two that only a dropout study needs, as PNG: the metric against the hidden dropout
-rate per placement, and the generalization gap against the rate.
+Optuna's own plots (optimization history, parameter importances, parallel coordinates, and for a
+multi-objective study the Pareto front) as HTML (plotly), plus two that only a dropout study needs,
+as PNG: the metric against the hidden dropout rate per placement, and the generalization gap
+against the rate. A multi-objective study's history, coordinates and scatter show its first
+objective; its importances, each objective.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from droptune.calibration import ECE_BINS, expected_calibration_error  # noqa: E402
 from droptune.quiet import young_study_importances  # noqa: E402
+from droptune.study.objectives import objectives_of_study  # noqa: E402
 from droptune.tracking import StudyTracking  # noqa: E402
 
 log = logging.getLogger("droptune")
@@ -31,13 +34,29 @@ log = logging.getLogger("droptune")
 OPTUNA_PLOTS = ("plot_optimization_history", "plot_param_importances", "plot_parallel_coordinate")
 
 
+def _drawers(study: optuna.Study) -> dict[str, Any]:
+    """Each of Optuna's plots this study gets, as a function of the study."""
+    objectives = objectives_of_study(study)
+    if not objectives.multi:
+        return {name: getattr(plotly_plots, name) for name in OPTUNA_PLOTS}
+    first = {"target": lambda t: t.values[0], "target_name": objectives.metric}
+    return {
+        "plot_pareto_front": lambda s: plotly_plots.plot_pareto_front(
+            s, target_names=list(objectives.metrics)
+        ),
+        "plot_optimization_history": lambda s: plotly_plots.plot_optimization_history(s, **first),
+        "plot_param_importances": plotly_plots.plot_param_importances,  # one bar per objective
+        "plot_parallel_coordinate": lambda s: plotly_plots.plot_parallel_coordinate(s, **first),
+    }
+
+
 def optuna_figures(study: optuna.Study) -> dict[str, Any]:
     """Optuna's plots (plotly figures) by name; one that cannot be drawn yet is skipped."""
     figures = {}
-    for name in OPTUNA_PLOTS:
+    for name, draw in _drawers(study).items():
         try:
             with young_study_importances():
-                figures[name.removeprefix("plot_")] = getattr(plotly_plots, name)(study)
+                figures[name.removeprefix("plot_")] = draw(study)
         except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as error:
             log.info("plot %s skipped: %s", name.removeprefix("plot_"), error)
     return figures
@@ -85,12 +104,11 @@ def log_study_plots(study: optuna.Study, tracking: StudyTracking, out: Path) -> 
     """Write the plots to `out` and log them to the study's parent run under plots/."""
     out.mkdir(parents=True, exist_ok=True)
     written = _optuna_plots(study, out)
-    metric = study.user_attrs.get("fingerprint_parts", {}).get("study.metric", "objective")
     for path in (
         _scatter_by_placement(
             study,
-            lambda t: t.value if t.state == TrialState.COMPLETE else None,
-            metric,
+            lambda t: t.values[0] if t.state == TrialState.COMPLETE else None,
+            objectives_of_study(study).metric,
             out / "dropout_vs_metric.png",
         ),
         _scatter_by_placement(

@@ -138,6 +138,13 @@ class Study(Group):
     pool_size: PositiveInt
     direction: one_of(("maximize", "minimize"), "maximize or minimize")
     metric: str | None
+    objectives: Annotated[
+        list[str] | None,
+        Field(min_length=2),
+        Allowed(
+            "null, or a list of two or more metrics (val/acc, val/ece, my/metric:minimize, ...)"
+        ),
+    ]
     n_trials: Annotated[int, Field(ge=1), Allowed("an integer >= 1 (the study's total budget)")]
     timeout: Annotated[finite(gt=0) | None, Allowed("seconds > 0, or null")]
     sampler: one_of(SAMPLERS)

@@ -24,6 +24,16 @@ def default_metric(metric: str | None, cv: bool) -> str:
     return metric or ("cv/acc_mean" if cv else "val/acc_best")
 
 
+def objective_directions(objectives: list[str]) -> dict[str, str]:
+    """study.objectives as {metric: direction}: a metric droptune logs has its own direction; any
+    other (a user's LightningModule's) says its own after a colon, `my/metric:minimize`."""
+    named = {}
+    for entry in objectives:
+        metric, _, direction = entry.partition(":")
+        named[metric] = direction or METRICS.get(metric, "")
+    return named
+
+
 class Evaluate(Group):
     mc_samples: Annotated[int, Field(ge=0), Allowed("an integer >= 0 (0: no MC-dropout passes)")]
 
@@ -84,8 +94,11 @@ class TuneConfig(TrainConfig):
     @model_validator(mode="after")
     def _metric(self) -> TuneConfig:
         cv = bool(self.data.cv_folds)
-        metric = default_metric(self.study.metric, cv)
         allowed = [m for m in METRICS if m.startswith("cv/") == cv]
+        if self.study.objectives:
+            self._objectives(allowed)
+            return self
+        metric = default_metric(self.study.metric, cv)
         # a user's LightningModule may log any metric of its own to optimise
         own = self.model.family == "lightning" and not cv and metric not in METRICS
         require(metric in allowed or own, "study.metric", metric, f"one of {', '.join(allowed)}")
@@ -94,6 +107,53 @@ class TuneConfig(TrainConfig):
             ok = self.study.direction == direction
             require(ok, "study.direction", self.study.direction, f"{direction} for {metric}")
         return self
+
+    def _objectives(self, allowed: list[str]) -> None:
+        """Every objective is a metric the trials log, once, with its direction."""
+        objectives = self.study.objectives
+        require(
+            self.study.metric is None,
+            "study.metric",
+            self.study.metric,
+            "null with study.objectives (the objectives name the metrics)",
+        )
+        require(
+            self.study.sampler != "cmaes",
+            "study.sampler",
+            self.study.sampler,
+            "tpe, random, gp, qmc or grid with study.objectives (CMA-ES optimises one objective)",
+        )
+        named = objective_directions(objectives)
+        require(
+            len(named) == len(objectives),
+            "study.objectives",
+            objectives,
+            "each metric once",
+        )
+        own = self.model.family == "lightning" and not self.data.cv_folds
+        for metric, direction in named.items():
+            if metric in METRICS:
+                require(
+                    metric in allowed and direction == METRICS[metric],
+                    "study.objectives",
+                    objectives,
+                    f"metrics of {', '.join(allowed)} (each in its own direction: "
+                    f"{metric} is {METRICS[metric]})"
+                    if metric in allowed
+                    else f"metrics of {', '.join(allowed)}",
+                )
+            else:
+                require(
+                    own and direction in ("maximize", "minimize"),
+                    "study.objectives",
+                    objectives,
+                    f"metrics of {', '.join(allowed)}"
+                    + (
+                        ", or a metric of your module as name:maximize or name:minimize"
+                        if own
+                        else ""
+                    ),
+                )
 
 
 class BenchConfig(TuneConfig):

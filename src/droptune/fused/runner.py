@@ -77,8 +77,8 @@ class GroupRun:
             failure = diverged(m, epoch)
             if failure:
                 self.finish(i, TrialOutcome(TrialState.FAIL, reason=failure, metrics=m))
-            else:
-                self.specs[i].trial.report(m[self.context.metric], epoch)
+            elif not self.context.objectives.multi:  # Optuna prunes single objectives only
+                self.specs[i].trial.report(m[self.context.objectives.metric], epoch)
                 reported.append(i)
         if reported:  # every member's value is in before any decision: all see the same epoch
             view = PruningView(self.specs[reported[0]].trial.study)
@@ -104,7 +104,7 @@ class GroupRun:
         for i in self.alive:
             if self.states[i].outcome is None:
                 last = self.states[i].last
-                value = last[self.context.metric]
+                value = self.context.objectives.value(last)
                 self.finish(i, TrialOutcome(TrialState.COMPLETE, value, metrics=last))
         return [state.outcome for state in self.states]
 

@@ -1,4 +1,5 @@
-"""What the report retrains: the study's best distinct configs and two baselines on the best one.
+"""What the report retrains: the study's best distinct configs (of a multi-objective study, its
+Pareto front's) and two baselines on the best one (the front's best by its first objective).
 
 Every config is a `make train` override list (each trial keeps its own as the `overrides`
 attribute), so a retrain is exactly the run a user would start by hand; a baseline is the best
@@ -16,6 +17,7 @@ from optuna.trial import TrialState
 
 from droptune.config.types import USER_FAMILIES
 from droptune.errors import ConfigError
+from droptune.study.objectives import objectives_of_study
 
 # Srivastava et al. 2014: p = 0.2 on the inputs, 0.5 on hidden units after the activation, and
 # every unit's incoming weights kept at norm <= c with c of 3-4
@@ -33,18 +35,23 @@ class Candidate:
     name: str  # how the report names it: "trial 17", "no dropout", "textbook"
     overrides: tuple[str, ...]  # its `make train` line
     trial_number: int | None = None  # the study trial it comes from (None: a baseline)
-    study_value: float | None = None  # that trial's score in the study (selected: biased up)
+    # that trial's score in the study (selected: biased up; several objectives: the first's)
+    study_value: float | None = None
 
 
 def top_configs(study: optuna.Study, k: int) -> list[Candidate]:
     """The k best finished trials with distinct parameters (a retried trial repeats its
-    parameters), best first."""
+    parameters), best first; of a multi-objective study, k of its Pareto front, best first by
+    the first objective."""
+    objectives = objectives_of_study(study)
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if "overrides" in t.user_attrs
     ]
-    complete.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
+    if objectives.multi:
+        complete = objectives.best(complete)
+    complete.sort(key=lambda t: t.values[0], reverse=objectives.directions[0] == "maximize")
     chosen, seen = [], set()
     for trial in complete:
         params = json.dumps(trial.params, sort_keys=True, default=str)
@@ -55,15 +62,16 @@ def top_configs(study: optuna.Study, k: int) -> list[Candidate]:
         raise ConfigError(
             "report.top_k",
             k,
-            f"at most the study's {len(chosen)} finished trial(s) with distinct parameters "
-            f"(study {study.study_name}); run more trials or lower report.top_k",
+            f"at most the study's {len(chosen)} {'Pareto' if objectives.multi else 'finished'} "
+            f"trial(s) with distinct parameters (study {study.study_name}); run more trials or "
+            "lower report.top_k",
         )
     return [
         Candidate(
             f"trial {t.number}",
             tuple(t.user_attrs["overrides"]),
             trial_number=t.number,
-            study_value=t.value,
+            study_value=t.values[0],
         )
         for t in chosen[:k]
     ]

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from droptune.quiet import young_study_importances
+from droptune.study.objectives import objectives_of_study
 
 RATE_BINS = (0.0, 0.1, 0.3, 0.5, 1.0)  # no / light / medium / heavy dropout
 SWITCHES = {
@@ -62,7 +63,7 @@ def per_choice(trials: Sequence[FrozenTrial], maximize: bool) -> dict[str, list[
     scores: dict[str, dict[str, list[float]]] = {}
     for trial in trials:
         for name, value in choices_of(trial).items():
-            scores.setdefault(name, {}).setdefault(value, []).append(trial.value)
+            scores.setdefault(name, {}).setdefault(value, []).append(trial.values[0])
     pick = max if maximize else min
     return {
         name: [
@@ -74,17 +75,20 @@ def per_choice(trials: Sequence[FrozenTrial], maximize: bool) -> dict[str, list[
     }
 
 
-def what_mattered(study: optuna.Study, metric: str) -> dict[str, Any]:
-    """Importances (Optuna's default evaluator) and the per-choice table of the study (its
-    trials scored by `metric`)."""
+def what_mattered(study: optuna.Study) -> dict[str, Any]:
+    """Importances (Optuna's default evaluator) and the per-choice table of the study, its trials
+    scored by its metric (of several objectives, the first)."""
+    objectives = objectives_of_study(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     importances: Mapping[str, float] = {}
     if len(complete) >= 2:
         with young_study_importances():
-            importances = optuna.importance.get_param_importances(study)
+            importances = optuna.importance.get_param_importances(
+                study, target=lambda t: t.values[0]
+            )
     return {
         "importances": {k: float(v) for k, v in importances.items()},
-        "per_choice": per_choice(complete, study.direction.name == "MAXIMIZE"),
+        "per_choice": per_choice(complete, objectives.directions[0] == "maximize"),
         "trials": len(complete),
-        "metric": metric,
+        "metric": objectives.metric,
     }

@@ -77,10 +77,11 @@ def _loss(row: Mapping[str, Any]) -> str:
 def table(report: Mapping[str, Any]) -> list[list[str]]:
     """The configs as rows of text: name, the metric with its interval, the study's own score
     of that trial (selected as the best of many: biased up), the paired difference to the
-    reference, the test loss, the generalization gap and the seed count. The first row is the
+    reference, the test loss and calibration error, the generalization gap and the seed count. The first row is the
     header."""
     metric, reference = report["metric"], report["reference"]
-    rows = [["config", metric, "in the study", f"vs {reference}", "test/loss", "gap/acc", "seeds"]]
+    header = ["config", metric, "in the study", f"vs {reference}", "test/loss", "test/ece"]
+    rows = [[*header, "gap/acc", "seeds"]]
     for row in report["configs"]:
         study = row["study_value"]
         rows.append(
@@ -90,6 +91,7 @@ def table(report: Mapping[str, Any]) -> list[list[str]]:
                 "-" if study is None else f"{100 * study:.1f}%",
                 Interval(**row["vs_reference"]).points() if "vs_reference" in row else "-",
                 _loss(row),
+                _score(row, "test/ece"),
                 _score(row, "gap/acc"),
                 str(len(row["seeds"])),
             ]

@@ -22,7 +22,8 @@ from droptune.tracking import Tracker
 from droptune.train import train
 
 log = logging.getLogger("droptune")
-SCORES = ("test/acc", "test/loss", "gap/acc", "val/acc_best")  # test/*: absent under k-fold
+# test/*: absent under k-fold
+SCORES = ("test/acc", "test/loss", "test/ece", "gap/acc", "val/acc_best")
 CV_SCORES = ("cv/acc_mean", "cv/acc_std", "gap/acc")
 
 

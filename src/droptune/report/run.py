@@ -22,7 +22,7 @@ from droptune.report.mattered import what_mattered
 from droptune.report.numbers import numbers
 from droptune.report.retrain import CV_SCORES, SCORES, checked_configs, retrain_all, seeds_of
 from droptune.study.loop import RETRAIN_GROUPS, retrain_base
-from droptune.study.resume import fingerprint, study_metric
+from droptune.study.resume import fingerprint
 from droptune.study.storage import StaleTrialHandler, make_storage
 from droptune.tracking import Tracker, end_status, git_commit, mask_url
 
@@ -194,9 +194,7 @@ def make_report(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> di
                 confidence=r["confidence"],
                 reference=r["reference"],
             ),
-            "what_mattered": what_mattered(planned.study, study_metric(cfg))
-            if planned.study is not None
-            else None,
+            "what_mattered": what_mattered(planned.study) if planned.study is not None else None,
             "mlflow_report_run_id": run_id,
         }
         for path in write_documents(result, planned.study, Path(cfg["paths"]["output_dir"])):

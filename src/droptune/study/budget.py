@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from droptune.study.objectives import Objectives
 from droptune.tracking import StudyTracking
 
 
@@ -44,25 +45,25 @@ def best_of_values(scored: Sequence[tuple[float, int]], maximize: bool) -> tuple
     return pick(scored, key=lambda pair: pair[0]) if scored else None
 
 
-def best_of(study: optuna.Study, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    return pick(complete, key=lambda t: t.value) if complete else None
+def _best_text(objectives: Objectives, trials: Sequence[FrozenTrial]) -> str:
+    best = objectives.best(trials)
+    if objectives.multi:
+        return f"Pareto front {len(best)} trial(s)"
+    return f"best {best[0].value:.4f} (#{best[0].number})" if best else "best -"
 
 
 def finished_line(
-    study: optuna.Study, trials: Sequence[FrozenTrial], trial: FrozenTrial, metric: str, budget: int
+    objectives: Objectives, trials: Sequence[FrozenTrial], trial: FrozenTrial, budget: int
 ) -> str:
     """The log line of a finished trial; `trials`: the study as read once after its batch."""
     value = (
-        f"{metric} {trial.value:.4f}"
-        if trial.value is not None
+        objectives.describe(trial)
+        if trial.values is not None
         else trial.user_attrs.get("fail_reason", "")
     )
-    best = best_of(study, trials)
     return (
         f"trial {trial.number:4d} {trial.state.name:8s} {value}  |  "
-        f"best {f'{best.value:.4f} (#{best.number})' if best else '-'}  |  "
+        f"{_best_text(objectives, trials)}  |  "
         f"{_count(trials, TrialState.COMPLETE)} complete, "
         f"{_count(trials, TrialState.PRUNED)} pruned, {count_failed(trials)} failed"
         f"  |  {budget_of(trials)}/{budget}"
@@ -70,26 +71,47 @@ def finished_line(
 
 
 def log_progress(
-    study: optuna.Study, trials: Sequence[FrozenTrial], tracking: StudyTracking, step: int
+    objectives: Objectives, trials: Sequence[FrozenTrial], tracking: StudyTracking, step: int
 ) -> None:
-    """study/* metrics on the parent run: counts and the best value so far."""
+    """study/* metrics on the parent run: counts, and the best value so far (a multi-objective
+    study: the size of its Pareto front)."""
     progress = {
         "study/n_complete": _count(trials, TrialState.COMPLETE),
         "study/n_pruned": _count(trials, TrialState.PRUNED),
         "study/n_failed": count_failed(trials),
     }
-    best = best_of(study, trials)
-    if best:
-        progress["study/best_value"] = best.value
+    best = objectives.best(trials)
+    if objectives.multi:
+        progress["study/pareto_front_size"] = len(best)
+    elif best:
+        progress["study/best_value"] = best[0].value
     tracking.log_study(progress, step)
 
 
-def summary(study: optuna.Study, parent: str, tracking: StudyTracking) -> dict[str, Any]:
-    """What `optimize` returns and writes as summary.json."""
+def front_of(objectives: Objectives, trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
+    """A multi-objective study's Pareto trials: values by metric, params and `make train` line."""
+    return [
+        {
+            "trial": t.number,
+            "values": dict(zip(objectives.metrics, t.values, strict=True)),
+            "params": t.params,
+            "overrides": t.user_attrs.get("overrides"),
+            "test_acc": t.user_attrs.get("test_acc"),
+        }
+        for t in objectives.best(trials)
+    ]
+
+
+def summary(
+    study: optuna.Study, objectives: Objectives, parent: str, tracking: StudyTracking
+) -> dict[str, Any]:
+    """What `optimize` returns and writes as summary.json: the best trial, or (several
+    objectives) the Pareto front, `best_*` then left null."""
     trials = study.get_trials(deepcopy=False)
-    best = study.best_trial if _count(trials, TrialState.COMPLETE) else None
+    best = None if objectives.multi else next(iter(objectives.best(trials)), None)
     return {
         "study": study.study_name,
+        "objectives": dict(zip(objectives.metrics, objectives.directions, strict=True)),
         "n_complete": _count(trials, TrialState.COMPLETE),
         "n_pruned": _count(trials, TrialState.PRUNED),
         "n_failed": count_failed(trials),
@@ -98,6 +120,7 @@ def summary(study: optuna.Study, parent: str, tracking: StudyTracking) -> dict[s
         "best_params": best.params if best else None,
         "best_overrides": best.user_attrs.get("overrides") if best else None,
         "best_test_acc": best.user_attrs.get("test_acc") if best else None,
+        "pareto_front": front_of(objectives, trials) if objectives.multi else None,
         "mlflow_parent_run_id": parent,
         "mlflow_experiment_id": tracking.tracker.experiment_id,
         "fingerprint": study.user_attrs.get("fingerprint"),

@@ -36,9 +36,17 @@ from droptune.mlflow_ui import save_study_view, study_view
 from droptune.optuna_internals import BatchAskStorage, storage_of, trial_id_of
 from droptune.quiet import quiet_libraries
 from droptune.search import apply, enqueued, hydra_overrides, parse_space, suggest, with_sites
-from droptune.study.budget import budget_of, budget_used, finished_line, log_progress, summary
+from droptune.study.budget import (
+    budget_of,
+    budget_used,
+    finished_line,
+    front_of,
+    log_progress,
+    summary,
+)
+from droptune.study.objectives import Objectives, objectives_of
 from droptune.study.progress import StudyProgress
-from droptune.study.resume import open_study, parent_run_id, study_metric
+from droptune.study.resume import open_study, parent_run_id
 from droptune.study.samplers import AskTellGridSampler, make_pruner, make_sampler
 from droptune.study.storage import (
     Heartbeat,
@@ -66,6 +74,7 @@ class OpenStudy:
     """A started or resumed study and everything its loop reads."""
 
     cfg: dict[str, Any]
+    objectives: Objectives
     study: optuna.Study
     sampler: optuna.samplers.BaseSampler
     stale: StaleTrialHandler
@@ -103,9 +112,9 @@ def optimize(
     arrays = arrays if arrays is not None else load_data(cfg)
     folds = splits(cfg, arrays)
     opened = _open(cfg, arrays, folds, retrain_base(choices or {}, cli_overrides))
-    progress = _progress(cfg["study"])
+    progress = _progress(cfg["study"], opened.objectives)
     lifecycle = TrialLifecycle(opened.tracking, cfg["study"]["name"], progress)
-    runner = _runner(cfg, TrialContext(arrays, folds, study_metric(cfg), lifecycle))
+    runner = _runner(cfg, TrialContext(arrays, folds, opened.objectives, lifecycle))
     runner_name = "fused" if isinstance(runner, FusedRunner) else "standard"
     opened.tracking.tracker.set_tags(opened.parent, {"runner": runner_name})
     error: BaseException | None = None
@@ -123,19 +132,44 @@ def optimize(
         try:
             output_dir = Path(cfg["paths"]["output_dir"])
             plots.log_study_plots(opened.study, opened.tracking, output_dir / "plots")
+            _log_front(opened)
         except Exception:  # a plot must never cost the study's result
             log.warning("study plots failed", exc_info=True)
         opened.tracking.close_parent(error)
-    result = summary(opened.study, opened.parent, opened.tracking)
+    result = summary(opened.study, opened.objectives, opened.parent, opened.tracking)
     out = Path(cfg["paths"]["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
 
 
+def _log_front(opened: OpenStudy) -> None:
+    """A multi-objective study's Pareto trials, as pareto_front.json on its parent run."""
+    if opened.objectives.multi:
+        front = front_of(opened.objectives, opened.study.get_trials(deepcopy=False))
+        opened.tracking.tracker.client.log_dict(opened.parent, front, "pareto_front.json")
+
+
+def _pruner(
+    s: Mapping[str, Any], objectives: Objectives, max_steps: int
+) -> optuna.pruners.BasePruner:
+    """study.pruner's pruner; none for several objectives, said once when one was asked for."""
+    if objectives.multi and s["pruner"] != "none":
+        log.warning(
+            "study.pruner=%s is off: Optuna's pruners judge one objective, and this study has "
+            "%d (%s); every trial runs to its last epoch",
+            s["pruner"],
+            len(objectives.metrics),
+            ", ".join(objectives.metrics),
+        )
+        return optuna.pruners.NopPruner()
+    return make_pruner(s, max_steps)
+
+
 def _open(cfg: dict[str, Any], arrays: Data, folds: Sequence[Split], base: list[str]) -> OpenStudy:
     """The study (created or resumed, fingerprint checked), its sampler and its MLflow parent."""
     s, t = cfg["study"], cfg["tracking"]
+    objectives = objectives_of(cfg)
     found = model_sites(cfg["model"], arrays.input_shape, len(arrays.classes)).sites
     raw_space = with_sites(cfg["search"], [site.path for site in found])
     space = parse_space(raw_space, cfg)
@@ -151,7 +185,7 @@ def _open(cfg: dict[str, Any], arrays: Data, folds: Sequence[Split], base: list[
     )
     storage = make_storage(s, stale)
     sampler = make_sampler(s, space, cfg["seed"] + existing_trials(storage, s["name"]))
-    pruner = make_pruner(s, n_folds if n_folds > 1 else cfg["trainer"]["max_epochs"])
+    pruner = _pruner(s, objectives, n_folds if n_folds > 1 else cfg["trainer"]["max_epochs"])
     study, created = open_study(cfg, raw_space, storage, sampler, pruner)
     for params in first_trials if created else []:  # one worker creates it: queued once
         study.enqueue_trial(params)
@@ -160,8 +194,8 @@ def _open(cfg: dict[str, Any], arrays: Data, folds: Sequence[Split], base: list[
         "study.storage": mask_url(s["storage"]),
         "study.sampler": s["sampler"],
         "study.pruner": s["pruner"],
-        "study.metric": study_metric(cfg),
-        "study.direction": s["direction"],
+        "study.objectives" if objectives.multi else "study.metric": ", ".join(objectives.metrics),
+        "study.direction": ", ".join(objectives.directions),
         "study.n_trials": s["n_trials"],
         "fingerprint": study.user_attrs["fingerprint"],
         "search.name": cfg["search"]["name"],
@@ -170,8 +204,8 @@ def _open(cfg: dict[str, Any], arrays: Data, folds: Sequence[Split], base: list[
     study.set_user_attr("mlflow_parent_run_id", parent)
     view = study_view(
         study_name=s["name"],
-        metric=study_metric(cfg),
-        maximize=s["direction"] == "maximize",
+        metrics=objectives.metrics,
+        maximize=objectives.directions[0] == "maximize",
         param_names=list(space),
     )
     save_study_view(tracker.client, tracker.experiment_id, s["name"], view)
@@ -184,16 +218,16 @@ def _open(cfg: dict[str, Any], arrays: Data, folds: Sequence[Split], base: list[
         s["n_trials"],
         mask_url(s["storage"]),
     )
-    return OpenStudy(cfg, study, sampler, stale, tracking, parent, space, n_folds, base)
+    return OpenStudy(cfg, objectives, study, sampler, stale, tracking, parent, space, n_folds, base)
 
 
-def _progress(s: Mapping[str, Any]) -> StudyProgress | None:
+def _progress(s: Mapping[str, Any], objectives: Objectives) -> StudyProgress | None:
     """A live line on a terminal, a log line every study.progress seconds elsewhere, or none."""
     if s["progress"] is None:
         return None
     return StudyProgress(
         budget=s["n_trials"],
-        maximize=s["direction"] == "maximize",
+        objectives=objectives,
         interval=s["progress"],
         live=sys.stdout.isatty(),
     )
@@ -272,11 +306,12 @@ def _loop(
         if not batch:
             return
         trials = study.get_trials(deepcopy=False)  # once per batch: each read reloads
-        metric = study_metric(opened.cfg)
+        objectives = opened.objectives
         for spec in batch:  # every running trial from the storage
-            line = finished_line(study, trials, trials[spec.trial.number], metric, s["n_trials"])
+            line = finished_line(objectives, trials, trials[spec.trial.number], s["n_trials"])
             log.info("%s", line)
-        log_progress(study, trials, opened.tracking, max(spec.trial.number for spec in batch))
+        last = max(spec.trial.number for spec in batch)
+        log_progress(objectives, trials, opened.tracking, last)
         if progress is not None:
             progress.sync(trials)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial, TrialState
 
 from droptune.study.budget import best_of_values, budget_of, count_failed
+from droptune.study.objectives import Objectives
 
 log = logging.getLogger("droptune")
 
@@ -31,6 +32,7 @@ class Counts:
     failed: int = 0
     running: int = 0
     best: tuple[float, int] | None = None  # (value, trial number)
+    front: int = 0  # trials on a multi-objective study's Pareto front
 
 
 @dataclass
@@ -51,8 +53,9 @@ def _duration(seconds: float) -> str:
 class StudyProgress:
     """Fed by the trial lifecycle (started, epoch, finished) and by each read of the study."""
 
-    def __init__(self, *, budget: int, maximize: bool, interval: float, live: bool) -> None:
-        self.budget, self.maximize, self.interval = budget, maximize, interval
+    def __init__(self, *, budget: int, objectives: Objectives, interval: float, live: bool) -> None:
+        self.budget, self.objectives, self.interval = budget, objectives, interval
+        self.maximize = objectives.directions[0] == "maximize"
         self.counts, self.training = Counts(), Training()
         self.began = time.monotonic()
         self.durations: list[float] = []  # seconds of each trial this worker finished
@@ -64,14 +67,16 @@ class StudyProgress:
 
     def sync(self, trials: Sequence[FrozenTrial]) -> None:
         """Counts from a read of the study (other workers' trials included)."""
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = self.objectives.best(trials)
+        multi = self.objectives.multi
         self.counts = Counts(
             used=budget_of(trials),
-            complete=len(complete),
+            complete=sum(t.state == TrialState.COMPLETE for t in trials),
             pruned=sum(t.state == TrialState.PRUNED for t in trials),
             failed=count_failed(trials),
             running=sum(t.state == TrialState.RUNNING for t in trials),
-            best=best_of_values([(t.value, t.number) for t in complete], self.maximize),
+            best=None if multi or not best else (best[0].value, best[0].number),
+            front=len(best) if multi else 0,
         )
 
     def started(self, number: int, max_epochs: int) -> None:
@@ -84,7 +89,9 @@ class StudyProgress:
         self.training.epoch = epoch + 1
         self._maybe_print()
 
-    def finished(self, number: int, state: TrialState, value: float | None) -> None:
+    def finished(self, number: int, state: TrialState, value: float | list[float] | None) -> None:
+        """A trial this worker ran ended (a multi-objective study's front is counted at the
+        next read of the study)."""
         start = self.training.started.pop(number, None)
         if start is not None:
             self.durations.append(time.monotonic() - start)
@@ -92,7 +99,9 @@ class StudyProgress:
         c.running = max(c.running - 1, 0)
         if state == TrialState.COMPLETE:
             c.complete += 1
-            c.best = best_of_values([(value, number), *([c.best] if c.best else [])], self.maximize)
+            if not self.objectives.multi:
+                scored = [(value, number), *([c.best] if c.best else [])]
+                c.best = best_of_values(scored, self.maximize)
         elif state == TrialState.PRUNED:
             c.pruned += 1
         elif state == TrialState.FAIL:
@@ -107,7 +116,11 @@ class StudyProgress:
         parts = [
             f"{done}/{self.budget} trials ({c.complete} complete, {c.pruned} pruned, "
             f"{c.failed} failed), {c.running} running",
-            f"best {c.best[0]:.4f} (#{c.best[1]})" if c.best else "best -",
+            f"Pareto front {c.front} trial(s)"
+            if self.objectives.multi
+            else f"best {c.best[0]:.4f} (#{c.best[1]})"
+            if c.best
+            else "best -",
         ]
         if t.started:
             numbers = sorted(t.started)

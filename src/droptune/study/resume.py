@@ -13,8 +13,8 @@ from typing import Any
 import optuna
 
 from droptune.config.types import USER_FAMILIES
-from droptune.config.whole import default_metric
 from droptune.errors import ConfigError
+from droptune.study.objectives import objectives_of
 
 log = logging.getLogger("droptune")
 DATA_KEYS = (
@@ -29,14 +29,10 @@ DATA_KEYS = (
 )
 
 
-def study_metric(cfg: Mapping[str, Any]) -> str:
-    """study.metric, or the default: val/acc_best, or the CV mean with data.cv_folds."""
-    return default_metric(cfg["study"]["metric"], bool(cfg["data"]["cv_folds"]))
-
-
 def fingerprint(cfg: Mapping[str, Any], raw_space: Mapping[str, Any]) -> dict[str, Any]:
     """What makes trials of one study comparable; stored with the study, checked on resume."""
     user_model = cfg["model"]["family"] in USER_FAMILIES
+    objectives = objectives_of(cfg)
     return {
         "search.space": json.loads(json.dumps(raw_space, sort_keys=True, default=str)),
         "data": {
@@ -48,8 +44,10 @@ def fingerprint(cfg: Mapping[str, Any], raw_space: Mapping[str, Any]) -> dict[st
         "model.family": cfg["model"]["family"],
         # a user's model is named by its target (droptune's own by family, as studies began)
         **({"model._target_": cfg["model"]["_target_"]} if user_model else {}),
-        "study.metric": study_metric(cfg),
-        "study.direction": cfg["study"]["direction"],
+        "study.metric": objectives.metric,
+        "study.direction": objectives.directions[0],
+        # a multi-objective study's (absent from single-objective ones, as studies began)
+        **({"study.objectives": list(objectives.metrics)} if objectives.multi else {}),
         "seed": cfg["seed"],
         "trainer.max_epochs": cfg["trainer"]["max_epochs"],
     }
@@ -81,17 +79,22 @@ def open_study(
     """
     s = cfg["study"]
     parts = fingerprint(cfg, raw_space)
+    objectives = objectives_of(cfg)
     common = {"study_name": s["name"], "storage": storage, "sampler": sampler, "pruner": pruner}
     try:
-        study, created = optuna.create_study(**common, direction=s["direction"]), True
+        study = optuna.create_study(**common, directions=list(objectives.directions))
+        created = True
     except optuna.exceptions.DuplicatedStudyError:
         study, created = optuna.load_study(**common), False
-    if study.direction.name.lower() != s["direction"]:
-        raise ConfigError(
-            "study.direction",
-            s["direction"],
-            f"{study.direction.name.lower()}, as study {s['name']!r} was made",
+    made = [d.name.lower() for d in study.directions]
+    if made != list(objectives.directions):
+        key, value = (
+            ("study.objectives", s["objectives"])
+            if s["objectives"]
+            else ("study.direction", s["direction"])
         )
+        what = ", ".join(made)
+        raise ConfigError(key, value, f"{what}, as study {s['name']!r} was made")
     stored = study.user_attrs.get("fingerprint_parts")
     if stored is not None and stored != parts:
         changes = "; ".join(_differences(stored, parts))

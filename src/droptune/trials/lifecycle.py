@@ -24,6 +24,7 @@ from droptune.inputs import Data, Split
 from droptune.tracking import StudyTracking
 
 if TYPE_CHECKING:  # the study package imports the runners, which import this module
+    from droptune.study.objectives import Objectives
     from droptune.study.progress import StudyProgress
 
 
@@ -39,7 +40,7 @@ class TrialSpec:
 @dataclass
 class TrialOutcome:
     state: TrialState
-    value: float | None = None
+    value: float | list[float] | None = None  # a list: one per objective
     reason: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -110,7 +111,7 @@ class TrialContext:
 
     arrays: Data
     folds: Sequence[Split]
-    metric: str
+    objectives: Objectives
     lifecycle: TrialLifecycle
     data_cache: dict = field(default_factory=dict)  # prepared device tensors, shared by trials
 

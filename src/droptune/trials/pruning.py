@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -18,21 +18,28 @@ from droptune.logged import history_source
 from droptune.optuna_internals import storage_of, trial_id_of
 from droptune.trials.lifecycle import diverged
 
+if TYPE_CHECKING:  # the study package imports the runners
+    from droptune.study.objectives import Objectives
+
 CV_FOLD_METRIC = {"cv/acc_mean": "val/acc", "cv/acc_best_mean": "val/acc_best"}
 
 
 class TrialReporter(L.Callback):
     """Reports the study metric to the trial (every epoch, or every fold under CV), prunes, and
-    stops a trial whose loss is NaN or infinite."""
+    stops a trial whose loss is NaN or infinite. A multi-objective study reports nothing (Optuna
+    prunes single objectives only): its trials run to their last epoch."""
 
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
-        self.trial, self.metric = trial, metric
+    def __init__(self, trial: optuna.Trial, objectives: Objectives) -> None:
+        self.trial, self.objectives = trial, objectives
+        self.metric = objectives.metric
         self.pruned = False
         self.failure: str | None = None
         self.unlogged_metric: ConfigError | None = None  # the study cannot go on: stop it
 
     def report(self, value: float, step: int) -> bool:
         """Report one step's value; True when the pruner says stop."""
+        if self.objectives.multi:
+            return False
         self.trial.report(value, step)
         self.pruned = self.trial.should_prune()
         return self.pruned
@@ -45,18 +52,20 @@ class TrialReporter(L.Callback):
             trainer.should_stop = True
 
     def check_logged(self, metrics: Mapping[str, float], module: L.LightningModule) -> str | None:
-        """A module that does not log the study's metric fails its trial, and the study stops
-        (every trial would fail alike), with one line saying what it logged instead."""
-        if self.metric in metrics or self.metric in CV_FOLD_METRIC:
+        """A module that does not log a metric the study optimises fails its trial, and the study
+        stops (every trial would fail alike), with one line saying what it logged instead."""
+        needed = self.objectives.metrics
+        missing = [m for m in needed if m not in metrics and m not in CV_FOLD_METRIC]
+        if not missing:
             return None
-        logs = (
-            "val/acc (its best is val/acc_best)" if self.metric == "val/acc_best" else self.metric
-        )
+        metric = missing[0]
+        logs = "val/acc (its best is val/acc_best)" if metric == "val/acc_best" else metric
+        key = "study.objectives" if self.objectives.multi else "study.metric"
         self.unlogged_metric = ConfigError(
-            "study.metric",
-            self.metric,
-            f"a metric {type(module).__name__} logs: it logged {sorted(metrics) or 'nothing'}, "
-            f"not {logs} (self.log in its validation_step, or study.metric=<one of those>)",
+            key,
+            list(needed) if self.objectives.multi else metric,
+            f"{'metrics' if self.objectives.multi else 'a metric'} {type(module).__name__} logs: it logged {sorted(metrics) or 'nothing'}, "
+            f"not {logs} (self.log in its validation_step, or {key}=<of those>)",
         )
         return str(self.unlogged_metric)
 

@@ -38,7 +38,7 @@ class StandardRunner:
     def _run_one(self, spec: TrialSpec) -> TrialOutcome:
         context, lifecycle = self.context, self.context.lifecycle
         run_id = lifecycle.open(spec, context.arrays)
-        reporter = TrialReporter(spec.trial, context.metric)
+        reporter = TrialReporter(spec.trial, context.objectives)
         epochs, curve_keys = 0, set()
         try:
             config = validate(spec.config)
@@ -89,4 +89,5 @@ class StandardRunner:
             return TrialOutcome(TrialState.FAIL, reason=reporter.failure, metrics=metrics)
         if reporter.pruned:
             return TrialOutcome(TrialState.PRUNED, metrics=metrics)
-        return TrialOutcome(TrialState.COMPLETE, metrics[self.context.metric], metrics=metrics)
+        value = self.context.objectives.value(metrics)
+        return TrialOutcome(TrialState.COMPLETE, value, metrics=metrics)
