@@ -110,6 +110,15 @@ def test_bad_values_name_key_value_and_what_is_allowed(make_cfg, override, key, 
     assert message.startswith(f"{key}=") and allowed in message and "\n" not in message
 
 
+def test_dropblock_takes_an_odd_block_size(make_cfg):
+    validate(make_cfg("model=cnn", "model.dropout.conv_mode=block", "model.dropout.block_size=5"))
+    with pytest.raises(ConfigError) as error:
+        validate(
+            make_cfg("model=cnn", "model.dropout.conv_mode=block", "model.dropout.block_size=4")
+        )
+    assert error.value.key == "model.dropout.block_size" and "odd" in str(error.value)
+
+
 def test_csv_needs_path_and_target(make_cfg):
     with pytest.raises(ConfigError, match="data.path=None"):
         validate(make_cfg("data=csv"))

@@ -89,3 +89,38 @@ def test_bad_rate_and_variant_are_refused():
         make_dropout(1.0)
     with pytest.raises(ValueError, match="spatial"):
         make_dropout(0.5, "spatial")
+
+
+def in_whole_blocks(dropped: torch.Tensor, size: int) -> bool:
+    """Every dropped cell lies in a size x size square of dropped cells inside its feature map."""
+    as_float = dropped.float()
+    # a square's top-left corner where all size*size cells are dropped (a min-pool, valid)
+    full = -nn.functional.max_pool2d(-as_float, size, stride=1)
+    covered = nn.functional.max_pool2d(
+        nn.functional.pad(full, [size - 1] * 4), size, stride=1
+    )  # every cell of such a square
+    return bool(torch.equal(covered.bool(), dropped))
+
+
+def test_dropblock_drops_whole_squares_of_its_size_at_about_its_rate():
+    from droptune.models.nets import CNN, Dropout
+
+    torch.manual_seed(0)
+    net = CNN((1, 28, 28), 10, [8, 8], dropout=Dropout(conv=0.2, conv_mode="block", block_size=3))
+    sites = [m for m in net.features if type(m).__name__ == "DropBlock2d"]
+    assert len(sites) == 2 and all(site.block_size == 3 for site in sites)
+    for side, site in zip((14, 7), sites, strict=True):  # the maps after each block's pooling
+        x = torch.rand(512, 8, side, side) + 0.5
+        out = site.train()(x)
+        dropped = out == 0
+        assert in_whole_blocks(dropped, 3)
+        assert not in_whole_blocks(nn.functional.dropout(x, 0.2) == 0, 3)  # the check can fail
+        # the paper's seed rate counts each block's cells once; overlapping blocks drop a little less
+        assert 0.15 < dropped.float().mean().item() <= 0.21
+        kept = ~dropped
+        scale = out[kept] / x[kept]  # what is kept is rescaled by the kept fraction, in one factor
+        torch.testing.assert_close(scale, torch.full_like(scale, 1 / kept.float().mean().item()))
+        torch.testing.assert_close(site.eval()(x), x)
+    small = CNN((1, 8, 8), 10, [4, 4], dropout=Dropout(conv=0.2, conv_mode="block", block_size=5))
+    fitted = [m.block_size for m in small.features if type(m).__name__ == "DropBlock2d"]
+    assert fitted == [3, 1]  # 4x4 then 2x2 maps: the widest odd block each one holds

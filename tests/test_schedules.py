@@ -69,6 +69,17 @@ def test_a_users_model_has_its_discovered_sites_scheduled(make_cfg):
     np.testing.assert_allclose(seen, [[rate * factor for rate in built] for factor in early])
 
 
+def test_dropblock_rises_from_zero_under_the_curriculum_schedule_as_its_paper_does(make_cfg):
+    cfg = make_cfg(
+        "data=digits", "model=cnn", "model.channels=[4,4]", "model.head_widths=[16]",
+        "model.dropout.conv=0.2", "model.dropout.conv_mode=block", "model.dropout.block_size=3",
+        "model.dropout.hidden=0.0", f"trainer.max_epochs={EPOCHS}",
+        "model.dropout.schedule.kind=curriculum", "model.dropout.schedule.cutoff=0.25",
+    )  # fmt: skip
+    curriculum = DEFINITIONS["curriculum", "constant"]
+    np.testing.assert_allclose(rates_per_epoch(cfg), [[0.2 * f, 0.2 * f] for f in curriculum])
+
+
 @pytest.mark.parametrize(
     ("override", "allowed"),
     [

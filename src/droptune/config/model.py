@@ -23,7 +23,7 @@ from droptune.config.types import (
     require,
 )
 from droptune.models import ACTIVATIONS, PLACEMENTS, VARIANTS
-from droptune.models.nets import hidden_widths
+from droptune.models.nets import CONV_MODES, hidden_widths
 from droptune.schedules import KINDS, SHAPES
 
 SiteRates = Annotated[
@@ -50,7 +50,14 @@ class MlpDropout(Group):
 
 class CnnDropout(MlpDropout):
     conv: Rates
-    conv_mode: one_of(("element", "channel"))
+    conv_mode: one_of(CONV_MODES)
+    block_size: Annotated[int, Field(ge=1), Allowed("an odd integer >= 1")]
+
+    @model_validator(mode="after")
+    def _odd_block(self) -> CnnDropout:
+        odd = self.block_size % 2 == 1  # a block centred on its seed, as torchvision draws it
+        require(odd, "model.dropout.block_size", self.block_size, "an odd integer >= 1")
+        return self
 
 
 def _per_layer(key: str, rates: Any, n_layers: int) -> None:

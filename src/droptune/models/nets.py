@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.ops import DropBlock2d
 
 from droptune.models.dropout import VARIANTS, make_dropout
 
@@ -23,6 +24,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
 }
 PLACEMENTS = ("after", "before")
+CONV_MODES = ("element", "channel", "block")
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class Dropout:
     placement: hidden dropout after the activation (Srivastava et al.) or before it.
     output: an extra site right before the output layer (off by default; it stacks with the last
     hidden layer's dropout when placement is "after"). conv / conv_mode: CNN only, after each conv
-    block, element-wise or channel-wise (whole feature maps, nn.Dropout2d).
+    block, element-wise, channel-wise (whole feature maps, nn.Dropout2d) or in blocks of
+    block_size x block_size (DropBlock, torchvision's DropBlock2d).
     """
 
     input: float = 0.0
@@ -43,6 +46,7 @@ class Dropout:
     variant: str = "inverted"
     conv: float | Sequence[float] = 0.0
     conv_mode: str = "element"
+    block_size: int = 3
 
     def per_layer(self, rates: float | Sequence[float], n_layers: int, name: str) -> list[float]:
         """Expand a float to one rate per layer, or check a list has one rate per layer."""
@@ -146,8 +150,8 @@ class CNN(nn.Module):
             raise ValueError(
                 f"CNN needs (channels, height, width) inputs, got {tuple(input_shape)}"
             )
-        if dropout.conv_mode not in ("element", "channel"):
-            raise ValueError(f"dropout.conv_mode {dropout.conv_mode!r} is not element or channel")
+        if dropout.conv_mode not in CONV_MODES:
+            raise ValueError(f"dropout.conv_mode {dropout.conv_mode!r} is not one of {CONV_MODES}")
         pools = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
         if pool not in pools:
             raise ValueError(f"pool {pool!r} is not one of {', '.join(pools)}")
@@ -159,8 +163,8 @@ class CNN(nn.Module):
             conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
             self.convs.append(conv)
             blocks += [conv, activation(activation_name), pools[pool](2)]
-            blocks.append(make_dropout(rate, dropout.variant, dropout.conv_mode == "channel"))
             in_channels, height, width = out_channels, height // 2, width // 2
+            blocks.append(_conv_dropout(rate, dropout, min(height, width)))
         if height < 1 or width < 1:
             raise ValueError(
                 f"{len(channels)} pooling blocks shrink {tuple(input_shape)} to nothing"
@@ -194,6 +198,17 @@ class CNN(nn.Module):
         for conv in self.convs:
             renorm_rows_(conv.weight, self.max_norm)
         self.head.apply_max_norm()
+
+
+def _conv_dropout(rate: float, dropout: Dropout, side: int) -> nn.Module:
+    """A conv block's dropout: DropBlock whatever the variant (it rescales what it keeps by the
+    kept fraction itself; the variant still applies to the input and the head), its blocks no
+    wider than the block's feature maps (`side`: the odd side that fits), or the variant element-
+    or channel-wise."""
+    if dropout.conv_mode == "block" and rate > 0:
+        fits = max(side - (1 - side % 2), 1)
+        return DropBlock2d(rate, min(dropout.block_size, fits))
+    return make_dropout(rate, dropout.variant, dropout.conv_mode == "channel")
 
 
 def hidden_widths(depth: int | None, width: int | None, widths: Sequence[int] | None) -> list[int]:

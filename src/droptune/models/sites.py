@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torchvision.ops import DropBlock2d, DropBlock3d
 
 from droptune.models.dropout import ClassicDropout, GaussianDropout, MaskDropout, variant_module
 from droptune.models.nets import renorm_rows_
@@ -27,7 +28,7 @@ TORCH_DROPOUTS: tuple[type[nn.Module], ...] = (
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
 )
-DROPOUT_TYPES = (*TORCH_DROPOUTS, ClassicDropout, GaussianDropout)
+DROPOUT_TYPES = (*TORCH_DROPOUTS, DropBlock2d, DropBlock3d, ClassicDropout, GaussianDropout)
 CHANNELWISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.FeatureAlphaDropout)
 INVERTED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 CONSTRAINABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
