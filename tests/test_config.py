@@ -119,6 +119,18 @@ def test_dropblock_takes_an_odd_block_size(make_cfg):
     assert error.value.key == "model.dropout.block_size" and "odd" in str(error.value)
 
 
+def test_dropconnect_is_refused_where_it_has_no_layer_to_act_on(make_cfg):
+    validate(make_cfg("model.dropout.variant=dropconnect"))
+    with pytest.raises(ConfigError) as error:
+        validate(make_cfg("model.dropout.variant=dropconnect", "model.dropout.output=0.2"))
+    assert error.value.key == "model.dropout.output"
+    user = ("model=custom", "model._target_=examples.mynets.nets.SmallConvNet")
+    with pytest.raises(ConfigError) as error:
+        validate(make_cfg(*user, "model.dropout.variant=dropconnect"))
+    assert error.value.key == "model.dropout.variant"
+    assert str(error.value).endswith("one of inverted, classic, gaussian, alpha")
+
+
 def test_csv_needs_path_and_target(make_cfg):
     with pytest.raises(ConfigError, match="data.path=None"):
         validate(make_cfg("data=csv"))

@@ -124,3 +124,37 @@ def test_dropblock_drops_whole_squares_of_its_size_at_about_its_rate():
     small = CNN((1, 8, 8), 10, [4, 4], dropout=Dropout(conv=0.2, conv_mode="block", block_size=5))
     fitted = [m.block_size for m in small.features if type(m).__name__ == "DropBlock2d"]
     assert fitted == [3, 1]  # 4x4 then 2x2 maps: the widest odd block each one holds
+
+
+def test_dropconnect_zeroes_single_weights_at_its_rate_and_evaluates_with_the_weights():
+    from droptune.models.dropout import stored_weight
+    from droptune.models.nets import MLP, Dropout
+
+    torch.manual_seed(0)
+    net = MLP(64, 10, [256], dropout=Dropout(hidden=P, variant="dropconnect"))
+    hidden, output = net.hidden_linears[0], net.net[-1]
+    assert not any(isinstance(m, nn.Dropout) for m in net.modules())  # no unit is dropped
+    assert stored_weight(hidden) is hidden.weight  # input rate 0: the first layer is plain
+    kept = stored_weight(output)
+    net.train()
+    drawn = output.weight  # one draw of the output layer's weights (the hidden rate's)
+    dropped = drawn == 0
+    assert abs(dropped.float().mean().item() - P) < 0.02
+    assert not dropped.all(0).any() and not dropped.all(1).any()  # weights, not whole units
+    torch.testing.assert_close(drawn[~dropped], kept[~dropped] / (1 - P))
+    x = torch.rand(8, 64)
+    units = net.net[:-1](x)
+    mean = torch.stack([output(units) for _ in range(4000)]).mean(0)
+    net.eval()
+    torch.testing.assert_close(output.weight, kept)  # evaluation: the weights themselves
+    torch.testing.assert_close(mean, output(units), atol=0.03, rtol=0.05)  # their expectation
+
+
+def test_max_norm_under_dropconnect_constrains_the_stored_weights():
+    from droptune.models.dropout import stored_weight
+    from droptune.models.nets import MLP, Dropout
+
+    net = MLP(64, 10, [32, 32], dropout=Dropout(hidden=0.5, variant="dropconnect"), max_norm=0.5)
+    net.apply_max_norm()
+    for layer in net.hidden_linears:
+        assert stored_weight(layer).norm(dim=1).max().item() <= 0.5 + 1e-6

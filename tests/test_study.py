@@ -2,6 +2,7 @@
 retraining the best trial, and a worker killed with SIGKILL mid-trial."""
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -306,6 +307,27 @@ def test_resuming_a_study_with_other_objectives_is_refused(tmp_path):
     with pytest.raises(ConfigError) as error:
         run_study(tmp_path, "study.n_trials=2", "study.objectives=[val/acc,val/ece]")
     assert error.value.key == "study.objectives" and "maximize, as study" in str(error.value)
+
+
+def test_trials_the_fused_runner_cannot_stack_run_alone_said_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="droptune")
+    space = {
+        "hidden_rate": {"path": "model.dropout.hidden", "type": "float", "low": 0.1, "high": 0.5}
+    }
+    summary, cfg = run_study(
+        tmp_path,
+        "study.n_trials=3",
+        "study.runner=fused",
+        "study.fused.k=3",
+        "model.dropout.variant=dropconnect",
+        space=space,
+    )
+    said = "trials with variant=dropconnect (the fused runner stacks"
+    assert caplog.text.count(said) == 1 and summary["n_complete"] == 3
+    client = MlflowClient(cfg["tracking"]["uri"])
+    for trial in load(cfg).trials:  # each trained alone, with its weights dropped
+        params = client.get_run(trial.user_attrs["mlflow_run_id"]).data.params
+        assert "WeightDropout" in params["site.net.5.parametrizations.weight.0"]
 
 
 def rdb_storage(tmp_path, name):

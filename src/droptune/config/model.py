@@ -23,6 +23,7 @@ from droptune.config.types import (
     require,
 )
 from droptune.models import ACTIVATIONS, PLACEMENTS, VARIANTS
+from droptune.models.dropout import SITE_VARIANTS
 from droptune.models.nets import CONV_MODES, hidden_widths
 from droptune.schedules import KINDS, SHAPES
 
@@ -46,6 +47,16 @@ class MlpDropout(Group):
     variant: Variant
     sites: SiteRates
     schedule: DropoutSchedule
+
+    @model_validator(mode="after")
+    def _dropconnect(self) -> MlpDropout:
+        require(
+            self.variant != "dropconnect" or self.output == 0,
+            "model.dropout.output",
+            self.output,
+            "0.0 with variant=dropconnect (the last hidden rate drops the output layer's weights)",
+        )
+        return self
 
 
 class CnnDropout(MlpDropout):
@@ -110,7 +121,10 @@ class Cnn(OwnModel):
 
 class UserDropout(Group):
     sites: SiteRates
-    variant: Annotated[Variant | None, Allowed(f"null or one of {', '.join(VARIANTS)}")]
+    # DropConnect needs the layer after each site, which only droptune's own models know
+    variant: Annotated[
+        one_of(SITE_VARIANTS) | None, Allowed(f"null or one of {', '.join(SITE_VARIANTS)}")
+    ]
     schedule: DropoutSchedule
 
 

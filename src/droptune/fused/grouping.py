@@ -39,19 +39,29 @@ def _valid(config: Mapping[str, Any]) -> bool:
     return True
 
 
-def fusable(config: Mapping[str, Any], n_folds: int) -> bool:
-    """MLP trials on one split with a variant the stacked model implements (others run alone);
-    rates set by site glob are the standard runner's (the stacked model has no module paths).
-    A config that does not validate runs alone too, where its fit fails it saying why."""
-    return (
-        _valid(config)
-        and config["model"]["family"] == "mlp"
-        and n_folds == 1
-        and not config["model"]["dropout"]["sites"]
-        and config["model"]["dropout"]["variant"] in FUSED_VARIANTS
-        and config["optim"]["momentum_ramp"] is None
-        and not config["evaluate"]["mc_samples"]  # MC-dropout passes: the standard runner's
+def unfused_reason(config: Mapping[str, Any], n_folds: int) -> str | None:
+    """Why a trial trains alone on the standard runner, or None: MLP trials on one split with a
+    variant the stacked model implements fuse. Rates set by site glob are the standard runner's
+    (the stacked model has no module paths); a config that does not validate runs alone too,
+    where its fit fails it saying why."""
+    model, dropout = config["model"], config["model"]["dropout"]
+    reasons = (
+        (not _valid(config), "a config that does not validate"),
+        (model["family"] != "mlp", f"model={model['family']} (the fused runner stacks MLPs)"),
+        (n_folds > 1, "a cross-validated objective"),
+        (bool(dropout["sites"]), "rates set by model.dropout.sites"),
+        (
+            dropout["variant"] not in FUSED_VARIANTS,
+            f"variant={dropout['variant']} (the fused runner stacks {', '.join(FUSED_VARIANTS)})",
+        ),
+        (config["optim"]["momentum_ramp"] is not None, "optim.momentum_ramp"),
+        (bool(config["evaluate"]["mc_samples"]), "evaluate.mc_samples (MC-dropout passes)"),
     )
+    return next((reason for failed, reason in reasons if failed), None)
+
+
+def fusable(config: Mapping[str, Any], n_folds: int) -> bool:
+    return unfused_reason(config, n_folds) is None
 
 
 def group_key(config: Mapping[str, Any]) -> tuple:

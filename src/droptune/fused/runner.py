@@ -16,10 +16,10 @@ from droptune.fused.checkpoint import MemberCheckpoint
 from droptune.fused.fit import GroupOptions
 from droptune.fused.grouping import (
     Member,
-    fusable,
     group_key,
     member_checkpoint_path,
     member_seed,
+    unfused_reason,
 )
 from droptune.trials.lifecycle import TrialContext, TrialOutcome, TrialSpec, diverged
 from droptune.trials.pruning import PruningView
@@ -112,25 +112,30 @@ class GroupRun:
 class FusedRunner:
     """Trains up to `capacity` trials at once, in groups of what can share one fit.
 
-    Trials that cannot be fused (a CNN, a CV objective, the alpha variant, an invalid config) go
-    to the standard runner.
+    Trials that cannot be fused (a CNN, a CV objective, the alpha, dropconnect or concrete
+    variant, an invalid config) go to the standard runner, each reason said once in the log.
     """
 
     def __init__(self, context: TrialContext, capacity: int, options: GroupOptions) -> None:
         self.context, self.capacity, self.options = context, capacity, options
         self.standard = StandardRunner(context)
+        self._said: set[str] = set()
 
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         outcomes: list[TrialOutcome | None] = [None] * len(specs)
         groups: dict[tuple, list[int]] = {}
         saved: dict[int, MemberCheckpoint | None] = {}
         for i, spec in enumerate(specs):
-            if fusable(spec.config, len(self.context.folds)):
+            reason = unfused_reason(spec.config, len(self.context.folds))
+            if reason is None:
                 saved[i] = MemberCheckpoint.load(member_checkpoint_path(spec.checkpoint))
                 start = saved[i].epoch if saved[i] else 0  # resumed members train together
                 groups.setdefault((*group_key(spec.config), start), []).append(i)
-            else:
-                (outcomes[i],) = self.standard.run([spec])
+                continue
+            if reason not in self._said:
+                self._said.add(reason)
+                log.info("trials with %s run on the standard runner", reason)
+            (outcomes[i],) = self.standard.run([spec])
         for indices in groups.values():
             group = [specs[i] for i in indices]
             results = self._run_group(group, [saved[i] for i in indices])

@@ -3,14 +3,19 @@
 `inverted` and `alpha` are PyTorch's own modules. `classic` (Srivastava et al. 2014: keep units
 unscaled while training, scale by 1 - p at inference) and `gaussian` (multiplicative N(1, p/(1-p)))
 have no PyTorch module, so they are written here, each with an element-wise and a channel-wise form.
+`dropconnect` (Wan et al. 2013) drops a layer's weights instead of units: `WeightDropout`, a torch
+parametrization of the weight that the model registers on the layer after a site.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
-VARIANTS = ("inverted", "classic", "gaussian", "alpha")
+SITE_VARIANTS = ("inverted", "classic", "gaussian", "alpha")  # modules at a site
+VARIANTS = (*SITE_VARIANTS, "dropconnect")
 
 
 class MaskDropout(nn.Module):
@@ -53,10 +58,43 @@ class GaussianDropout(MaskDropout):
         return x * noise.normal_(1.0, std)
 
 
+class WeightDropout(nn.Module):
+    """DropConnect: each weight of the layer zeroed with probability p while training, the kept
+    ones scaled by 1 / (1 - p), so evaluation uses the weights themselves (their expectation).
+    One mask per forward pass, shared by the batch (Wan et al. draw one per example: a weight
+    matrix per example, which no dense layer computes at a plain layer's cost)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout rate p={p!r} must be in [0, 1)")
+        self.p = p
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return F.dropout(weight, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def drop_weights(layer: nn.Module, p: float) -> None:
+    """DropConnect on `layer`'s weight at rate p (nothing at 0: an unused site costs nothing)."""
+    if p > 0.0:
+        parametrize.register_parametrization(layer, "weight", WeightDropout(p))
+
+
+def stored_weight(layer: nn.Module) -> torch.Tensor:
+    """The weight a layer keeps (under DropConnect, the one its parametrization reads): what
+    max-norm and initialisation write to."""
+    if parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original
+    return layer.weight
+
+
 def variant_module(p: float, variant: str = "inverted", channelwise: bool = False) -> nn.Module:
     """The dropout module of a variant, even at rate 0 (a site of a user's model stays a site)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"dropout variant {variant!r} is not one of {', '.join(VARIANTS)}")
+    if variant not in SITE_VARIANTS:
+        raise ValueError(f"dropout variant {variant!r} is not one of {', '.join(SITE_VARIANTS)}")
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout rate p={p!r} must be in [0, 1)")
     if variant == "inverted":
@@ -70,5 +108,4 @@ def variant_module(p: float, variant: str = "inverted", channelwise: bool = Fals
 
 def make_dropout(p: float, variant: str = "inverted", channelwise: bool = False) -> nn.Module:
     """One site of droptune's own models; rate 0 gives an Identity so an unused site costs nothing."""
-    module = variant_module(p, variant, channelwise)
-    return nn.Identity() if p == 0.0 else module
+    return nn.Identity() if p == 0.0 else variant_module(p, variant, channelwise)

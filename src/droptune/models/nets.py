@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.ops import DropBlock2d
 
-from droptune.models.dropout import VARIANTS, make_dropout
+from droptune.models.dropout import VARIANTS, drop_weights, make_dropout, stored_weight
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -33,6 +33,8 @@ class Dropout:
 
     input: rate on the visible units. hidden: one rate for every hidden layer, or one per layer.
     placement: hidden dropout after the activation (Srivastava et al.) or before it.
+    variant dropconnect: each site's rate drops the single weights leading out of its units
+    (those of the next Linear) instead of the units; placement means nothing to it.
     output: an extra site right before the output layer (off by default; it stacks with the last
     hidden layer's dropout when placement is "after"). conv / conv_mode: CNN only, after each conv
     block, element-wise, channel-wise (whole feature maps, nn.Dropout2d) or in blocks of
@@ -100,23 +102,36 @@ class MLP(nn.Module):
         if any(w < 1 for w in widths):
             raise ValueError(f"widths {list(widths)} must all be >= 1")
         hidden_rates = dropout.per_layer(dropout.hidden, len(widths), "hidden")
-        layers: list[nn.Module] = [nn.Flatten(), make_dropout(dropout.input, dropout.variant)]
+        connect = dropout.variant == "dropconnect"
+        if connect and dropout.output > 0:
+            raise ValueError("dropconnect drops the output layer's weights at the last hidden rate")
+
+        def site(rate: float) -> nn.Module:  # under DropConnect: empty, the rate goes to weights
+            return make_dropout(0.0 if connect else rate, dropout.variant)
+
+        layers: list[nn.Module] = [nn.Flatten(), site(dropout.input)]
         self.hidden_linears: list[nn.Linear] = []
         previous = in_dim
         for width, rate in zip(widths, hidden_rates, strict=True):
             linear = nn.Linear(previous, width)
             self.hidden_linears.append(linear)
-            drop = make_dropout(rate, dropout.variant)
+            drop = site(rate)
             if dropout.placement == "before":
                 layers += [linear, drop, activation(activation_name)]
             else:
                 layers += [linear, activation(activation_name), drop]
             previous = width
-        layers += [make_dropout(dropout.output, dropout.variant), nn.Linear(previous, n_classes)]
+        output = nn.Linear(previous, n_classes)
+        layers += [site(dropout.output), output]
         self.net = nn.Sequential(*layers)
         self.max_norm = max_norm
         if init_std is not None:
             init_normal_(self, init_std)
+        if connect:
+            layers_after_sites = [*self.hidden_linears, output]
+            rates = [dropout.input, *hidden_rates]
+            for layer, rate in zip(layers_after_sites, rates, strict=True):
+                drop_weights(layer, rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -126,7 +141,7 @@ class MLP(nn.Module):
         if self.max_norm is None:
             return
         for linear in self.hidden_linears:
-            renorm_rows_(linear.weight, self.max_norm)
+            renorm_rows_(stored_weight(linear), self.max_norm)
 
 
 class CNN(nn.Module):
@@ -157,14 +172,16 @@ class CNN(nn.Module):
             raise ValueError(f"pool {pool!r} is not one of {', '.join(pools)}")
         conv_rates = dropout.per_layer(dropout.conv, len(channels), "conv")
         in_channels, height, width = input_shape
-        blocks: list[nn.Module] = [make_dropout(dropout.input, dropout.variant)]
+        # DropConnect is the head's (its Linear layers); the input and conv sites drop units
+        unit_variant = "inverted" if dropout.variant == "dropconnect" else dropout.variant
+        blocks: list[nn.Module] = [make_dropout(dropout.input, unit_variant)]
         self.convs: list[nn.Conv2d] = []
         for out_channels, rate in zip(channels, conv_rates, strict=True):
             conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
             self.convs.append(conv)
             blocks += [conv, activation(activation_name), pools[pool](2)]
             in_channels, height, width = out_channels, height // 2, width // 2
-            blocks.append(_conv_dropout(rate, dropout, min(height, width)))
+            blocks.append(_conv_dropout(rate, dropout, unit_variant, min(height, width)))
         if height < 1 or width < 1:
             raise ValueError(
                 f"{len(channels)} pooling blocks shrink {tuple(input_shape)} to nothing"
@@ -200,7 +217,7 @@ class CNN(nn.Module):
         self.head.apply_max_norm()
 
 
-def _conv_dropout(rate: float, dropout: Dropout, side: int) -> nn.Module:
+def _conv_dropout(rate: float, dropout: Dropout, variant: str, side: int) -> nn.Module:
     """A conv block's dropout: DropBlock whatever the variant (it rescales what it keeps by the
     kept fraction itself; the variant still applies to the input and the head), its blocks no
     wider than the block's feature maps (`side`: the odd side that fits), or the variant element-
@@ -208,7 +225,7 @@ def _conv_dropout(rate: float, dropout: Dropout, side: int) -> nn.Module:
     if dropout.conv_mode == "block" and rate > 0:
         fits = max(side - (1 - side % 2), 1)
         return DropBlock2d(rate, min(dropout.block_size, fits))
-    return make_dropout(rate, dropout.variant, dropout.conv_mode == "channel")
+    return make_dropout(rate, variant, dropout.conv_mode == "channel")
 
 
 def hidden_widths(depth: int | None, width: int | None, widths: Sequence[int] | None) -> list[int]:

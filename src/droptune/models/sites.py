@@ -15,7 +15,14 @@ import torch
 from torch import nn
 from torchvision.ops import DropBlock2d, DropBlock3d
 
-from droptune.models.dropout import ClassicDropout, GaussianDropout, MaskDropout, variant_module
+from droptune.models.dropout import (
+    ClassicDropout,
+    GaussianDropout,
+    MaskDropout,
+    WeightDropout,
+    stored_weight,
+    variant_module,
+)
 from droptune.models.nets import renorm_rows_
 
 # torch's own dropout modules share `_DropoutNd` (private); listed by name so a new torch that
@@ -28,7 +35,14 @@ TORCH_DROPOUTS: tuple[type[nn.Module], ...] = (
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
 )
-DROPOUT_TYPES = (*TORCH_DROPOUTS, DropBlock2d, DropBlock3d, ClassicDropout, GaussianDropout)
+DROPOUT_TYPES = (
+    *TORCH_DROPOUTS,
+    DropBlock2d,
+    DropBlock3d,
+    ClassicDropout,
+    GaussianDropout,
+    WeightDropout,  # DropConnect, at `<layer>.parametrizations.weight.0`
+)
 CHANNELWISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.FeatureAlphaDropout)
 INVERTED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 CONSTRAINABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -119,7 +133,7 @@ class MaxNorm:
     """Keeps every unit's incoming weight vector of the chosen layers at norm <= c."""
 
     def __init__(self, model: nn.Module, layers: Sequence[str], max_norm: float) -> None:
-        self.weights = [model.get_submodule(path).weight for path in layers]
+        self.weights = [stored_weight(model.get_submodule(path)) for path in layers]
         self.max_norm = max_norm
 
     @torch.no_grad()
