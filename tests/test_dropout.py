@@ -158,3 +158,63 @@ def test_max_norm_under_dropconnect_constrains_the_stored_weights():
     net.apply_max_norm()
     for layer in net.hidden_linears:
         assert stored_weight(layer).norm(dim=1).max().item() <= 0.5 + 1e-6
+
+
+def test_concrete_dropout_is_a_relaxed_mask_with_a_learnable_rate_and_off_in_eval(x):
+    from droptune.models.dropout import ConcreteDropout
+
+    site = ConcreteDropout(P)
+    assert site.p == pytest.approx(P)
+    out = site.train()(x)
+    mean_kept = (out / x * (1 - P)).mean().item()  # 1 - (relaxed) mask, on average 1 - p
+    assert abs(mean_kept - (1 - P)) < 0.01
+    out.sum().backward()
+    assert site.logit.grad is not None and site.logit.grad != 0  # the rate is learned
+    torch.testing.assert_close(site.eval()(x), x)
+    regularization = {}
+    for rate in (0.1, 0.5, 0.9):  # minus the entropy per unit: lowest at 0.5
+        site.p = rate
+        regularization[rate] = site.regularization().item()
+    assert regularization[0.5] < min(regularization[0.1], regularization[0.9])
+
+
+def test_a_concrete_fit_learns_each_sites_rate_logged_every_epoch(make_cfg):
+    from droptune.fit import fit
+    from droptune.inputs import load_data, splits
+
+    cfg = make_cfg(
+        "data=digits", "model.width=64", "model.dropout.hidden=0.1", "model.dropout.input=0.2",
+        "model.dropout.variant=concrete", "trainer.max_epochs=6", "trainer.accelerator=cpu",
+    )  # fmt: skip
+    arrays = load_data(cfg)
+    ((train_index, val_index),) = splits(cfg, arrays)
+    history = fit(cfg, arrays, train_index, val_index).history
+    sites = [key for key in history[0] if key.startswith("rate/")]
+    assert len(sites) == 3  # input and both hidden layers
+    for key in sites:
+        curve = [epoch[key] for epoch in history]
+        assert all(0 < rate < 1 for rate in curve)
+        start = 0.2 if key == sites[0] else 0.1
+        assert abs(curve[-1] - start) > 1e-3  # moved under training
+
+
+def test_concrete_rates_are_learned_not_scheduled(make_cfg):
+    from droptune.config import validate
+    from droptune.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        validate(make_cfg("model.dropout.variant=concrete", "model.dropout.schedule.kind=late"))
+    assert error.value.key == "model.dropout.schedule.kind"
+
+
+def test_a_users_model_gets_concrete_sites_where_its_dropout_is_on(make_cfg):
+    from droptune.build import model_sites
+
+    cfg = make_cfg(
+        "data=digits", "model=custom", "model._target_=examples.mynets.nets.SmallConvNet",
+        "+model.p=0.0", "model.dropout.sites={head.drop:0.5}", "model.dropout.variant=concrete",
+    )  # fmt: skip
+    sites = {s.path: s for s in model_sites(cfg["model"], (1, 8, 8), 10).sites}
+    assert sites["head.drop"].kind == "ConcreteDropout" and sites["head.drop"].rate == 0.5
+    off = [s for s in sites.values() if s.rate == 0]
+    assert len(off) == 2 and all(s.kind != "ConcreteDropout" for s in off)  # at 0: stays off

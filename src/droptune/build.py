@@ -47,9 +47,6 @@ def _user_model(model: Mapping[str, Any], input_shape, n_classes: int, lr: float
             model["_target_"],
             "a LightningModule with model=lightning (model=custom takes a plain nn.Module)",
         )
-    variant = model["dropout"]["variant"]
-    if variant is not None:
-        swap_variant(net, variant)
     return net
 
 
@@ -73,6 +70,9 @@ def build_model(
             set_site_rates(net, sites)
         except ValueError as error:
             raise ConfigError("model.dropout.sites", dict(sites), str(error)) from None
+    variant = model["dropout"]["variant"]
+    if model["family"] in USER_FAMILIES and variant is not None:
+        swap_variant(net, variant)  # after the rates: which sites are on decides for `concrete`
     return net
 
 

@@ -23,8 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from droptune.calibration import calibration_bins, expected_calibration_error
-from droptune.data.module import Steps
+from droptune.data.module import IndexBatches, Steps
 from droptune.mc_dropout import mc_log_probabilities
+from droptune.models.dropout import ConcreteDropout
+from droptune.models.sites import dropout_modules
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "exponential")
@@ -200,6 +202,13 @@ class DropoutClassifier(L.LightningModule):
             "test_mc": EpochTally(calibrated=True),
         }
         self.history: list[dict[str, float]] = []
+        # concrete dropout's sites by path, and their regulariser's weight 2 / N (on_train_start)
+        self.learned = {
+            path: site
+            for path, site in dropout_modules(model).items()
+            if isinstance(site, ConcreteDropout)
+        }
+        self.learned_weight = 0.0
         self.val_bins: torch.Tensor | None = None  # the latest epoch's calibration bins
         self.best_val_acc = float("-inf")
         self.resumed_from_epoch = 0
@@ -235,6 +244,10 @@ class DropoutClassifier(L.LightningModule):
             losses.append(loss.detach())
             outputs.append(logits.detach())
             targets.append(y)
+            if self.learned:
+                loss = loss + self.learned_weight * sum(
+                    s.regularization() for s in self.learned.values()
+                )
             optimizer.zero_grad()
             if direct:
                 loss.backward()
@@ -277,6 +290,13 @@ class DropoutClassifier(L.LightningModule):
         loaders = datamodule.val_dataloader() if datamodule is not None else []
         self._val_loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
 
+    def on_train_start(self) -> None:
+        """Concrete dropout's regulariser weight, 2 / N for N training examples (Gal et al.)."""
+        if self.learned:
+            loader = self.trainer.train_dataloader
+            n = len(loader.y) if isinstance(loader, IndexBatches) else len(loader.dataset)
+            self.learned_weight = 2.0 / n
+
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
@@ -296,6 +316,7 @@ class DropoutClassifier(L.LightningModule):
         training probe's where the datamodule gives them)."""
         train = self.tallies["train"].read()
         metrics = {"train/loss": train.loss, "train/acc": train.acc}
+        metrics |= {f"rate/{path}": site.p for path, site in self.learned.items()}
         if not self.tallies["val"].count:
             return metrics
         val, val_metrics = self._scores("val")

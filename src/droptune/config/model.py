@@ -39,6 +39,15 @@ class DropoutSchedule(Group):
     shape: one_of(SHAPES)
 
 
+def _learned_rates_unscheduled(variant: str | None, schedule: DropoutSchedule) -> None:
+    require(
+        variant != "concrete" or schedule.kind == "constant",
+        "model.dropout.schedule.kind",
+        schedule.kind,
+        "constant with variant=concrete (its sites learn their rates)",
+    )
+
+
 class MlpDropout(Group):
     input: Rate
     hidden: Rates
@@ -56,6 +65,7 @@ class MlpDropout(Group):
             self.output,
             "0.0 with variant=dropconnect (the last hidden rate drops the output layer's weights)",
         )
+        _learned_rates_unscheduled(self.variant, self.schedule)
         return self
 
 
@@ -126,6 +136,11 @@ class UserDropout(Group):
         one_of(SITE_VARIANTS) | None, Allowed(f"null or one of {', '.join(SITE_VARIANTS)}")
     ]
     schedule: DropoutSchedule
+
+    @model_validator(mode="after")
+    def _learned(self) -> UserDropout:
+        _learned_rates_unscheduled(self.variant, self.schedule)
+        return self
 
 
 class UserModel(Open):

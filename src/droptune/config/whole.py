@@ -62,6 +62,13 @@ class TrainConfig(Group):
                 f"an image dataset ({', '.join(IMAGE_DATASETS)}); data={data.name} is a table",
             )
         require(
+            not (model.family == "lightning" and model.dropout.variant == "concrete"),
+            "model.dropout.variant",
+            "concrete",
+            "another variant with model=lightning: concrete dropout's regulariser joins the "
+            "training loss, and a LightningModule of your own computes its own",
+        )
+        require(
             not (self.evaluate.mc_samples and model.family == "lightning"),
             "evaluate.mc_samples",
             self.evaluate.mc_samples,

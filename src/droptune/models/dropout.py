@@ -4,17 +4,20 @@
 unscaled while training, scale by 1 - p at inference) and `gaussian` (multiplicative N(1, p/(1-p)))
 have no PyTorch module, so they are written here, each with an element-wise and a channel-wise form.
 `dropconnect` (Wan et al. 2013) drops a layer's weights instead of units: `WeightDropout`, a torch
-parametrization of the weight that the model registers on the layer after a site.
+parametrization of the weight that the model registers on the layer after a site. `concrete` (Gal
+et al. 2017) learns its rate: no PyTorch module either.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-SITE_VARIANTS = ("inverted", "classic", "gaussian", "alpha")  # modules at a site
+SITE_VARIANTS = ("inverted", "classic", "gaussian", "alpha", "concrete")  # modules at a site
 VARIANTS = (*SITE_VARIANTS, "dropconnect")
 
 
@@ -56,6 +59,58 @@ class GaussianDropout(MaskDropout):
         std = (self.p / (1.0 - self.p)) ** 0.5
         noise = torch.empty(self._noise_shape(x), device=x.device, dtype=x.dtype)
         return x * noise.normal_(1.0, std)
+
+
+class ConcreteDropout(MaskDropout):
+    """Concrete dropout (Gal, Hron & Kendall, NeurIPS 2017): the rate is a parameter, learned by
+    gradient through a relaxed Bernoulli mask (temperature 0.1, the paper's), kept units scaled
+    by 1 / (1 - p) so evaluation passes them through. The training loss adds
+    `regularization()`, the paper's dropout term: K (p log p + (1 - p) log(1 - p)) for K units
+    an example, weighted by 2 / N (N training examples); its weight term, l^2 / N times the
+    next layer's squared weights over 1 - p, is below 1e-12 a weight at the paper's length scale
+    (l = 1e-4) and is left to the optimizer's weight decay. `p` reads the rate now."""
+
+    TEMPERATURE = 0.1
+
+    def __init__(self, p: float, channelwise: bool = False) -> None:
+        nn.Module.__init__(self)  # MaskDropout's own keeps p as a number; here it is a parameter
+        self.logit = nn.Parameter(torch.zeros(()))
+        self.channelwise = channelwise
+        self.p = p
+        self.units = 0  # K: units an example (channels when channel-wise), from the last pass
+
+    @property
+    def p(self) -> float:
+        if self.logit.is_meta:  # built without memory (`make sites`): the rate it starts at
+            return self._start
+        return float(torch.sigmoid(self.logit.detach()))
+
+    @p.setter
+    def p(self, rate: float) -> None:
+        if not 0.0 < rate < 1.0:
+            raise ValueError(f"concrete dropout's starting rate p={rate!r} must be in (0, 1)")
+        self._start = rate
+        with torch.no_grad():
+            self.logit.fill_(math.log(rate) - math.log1p(-rate))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        p = torch.sigmoid(self.logit)
+        u = torch.rand(self._noise_shape(x), device=x.device, dtype=x.dtype)
+        self.units = math.prod(u.shape[1:])
+        # a relaxed Bernoulli(p) draw: logit(p) + logit(u), sharpened by the temperature
+        drop = torch.sigmoid((self.logit + torch.logit(u, eps=1e-7)) / self.TEMPERATURE)
+        return x * (1 - drop) / (1 - p)
+
+    def regularization(self) -> torch.Tensor:
+        """The dropout term of the site's KL, before the 2 / N weight: minus its entropy per
+        unit, times the units, lowest at p = 0.5."""
+        p = torch.sigmoid(self.logit)
+        return self.units * (p * torch.log(p) + (1 - p) * torch.log1p(-p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.4f}, channelwise={self.channelwise}"
 
 
 class WeightDropout(nn.Module):
@@ -103,6 +158,8 @@ def variant_module(p: float, variant: str = "inverted", channelwise: bool = Fals
         return nn.FeatureAlphaDropout(p) if channelwise else nn.AlphaDropout(p)
     if variant == "classic":
         return ClassicDropout(p, channelwise)
+    if variant == "concrete":
+        return ConcreteDropout(p, channelwise)
     return GaussianDropout(p, channelwise)
 
 

@@ -17,6 +17,7 @@ from torchvision.ops import DropBlock2d, DropBlock3d
 
 from droptune.models.dropout import (
     ClassicDropout,
+    ConcreteDropout,
     GaussianDropout,
     MaskDropout,
     WeightDropout,
@@ -41,6 +42,7 @@ DROPOUT_TYPES = (
     DropBlock3d,
     ClassicDropout,
     GaussianDropout,
+    ConcreteDropout,
     WeightDropout,  # DropConnect, at `<layer>.parametrizations.weight.0`
 )
 CHANNELWISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.FeatureAlphaDropout)
@@ -100,8 +102,10 @@ def _is_channelwise(module: nn.Module) -> bool:
 
 def swap_variant(model: nn.Module, variant: str) -> None:
     """Replace every site by droptune's `variant` at the same rate (channel-wise sites stay
-    channel-wise)."""
+    channel-wise; a site at rate 0 stays off under `concrete`, whose rate starts above 0)."""
     for site in find_sites(model):
+        if variant == "concrete" and site.rate == 0:
+            continue
         parent_path, _, name = site.path.rpartition(".")
         parent = model.get_submodule(parent_path)
         old = getattr(parent, name)
