@@ -128,7 +128,7 @@ def test_dropconnect_is_refused_where_it_has_no_layer_to_act_on(make_cfg):
     with pytest.raises(ConfigError) as error:
         validate(make_cfg(*user, "model.dropout.variant=dropconnect"))
     assert error.value.key == "model.dropout.variant"
-    assert str(error.value).endswith("one of inverted, classic, gaussian, alpha")
+    assert str(error.value).endswith("one of inverted, classic, gaussian, alpha, concrete")
 
 
 def test_csv_needs_path_and_target(make_cfg):
