@@ -127,9 +127,8 @@ class GradientClip:
 class Scores:
     loss: float  # mean cross-entropy: the negative log-likelihood of the labels
     acc: float
-    bins: torch.Tensor | None = (
-        None  # calibration bins (calibration.py), where the tally keeps them
-    )
+    # the calibration bins (calibration.py), where the tally keeps them
+    bins: torch.Tensor | None = None
 
     @property
     def ece(self) -> float | None:
@@ -203,12 +202,12 @@ class DropoutClassifier(L.LightningModule):
         }
         self.history: list[dict[str, float]] = []
         # concrete dropout's sites by path, and their regulariser's weight 2 / N (on_train_start)
-        self.learned = {
+        self.concrete_sites = {
             path: site
             for path, site in dropout_modules(model).items()
             if isinstance(site, ConcreteDropout)
         }
-        self.learned_weight = 0.0
+        self.concrete_weight = 0.0
         self.val_bins: torch.Tensor | None = None  # the latest epoch's calibration bins
         self.best_val_acc = float("-inf")
         self.resumed_from_epoch = 0
@@ -244,10 +243,9 @@ class DropoutClassifier(L.LightningModule):
             losses.append(loss.detach())
             outputs.append(logits.detach())
             targets.append(y)
-            if self.learned:
-                loss = loss + self.learned_weight * sum(
-                    s.regularization() for s in self.learned.values()
-                )
+            if self.concrete_sites:
+                sites = self.concrete_sites.values()
+                loss = loss + self.concrete_weight * sum(s.regularization() for s in sites)
             optimizer.zero_grad()
             if direct:
                 loss.backward()
@@ -292,10 +290,10 @@ class DropoutClassifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         """Concrete dropout's regulariser weight, 2 / N for N training examples (Gal et al.)."""
-        if self.learned:
+        if self.concrete_sites:
             loader = self.trainer.train_dataloader
             n = len(loader.y) if isinstance(loader, IndexBatches) else len(loader.dataset)
-            self.learned_weight = 2.0 / n
+            self.concrete_weight = 2.0 / n
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
@@ -316,7 +314,7 @@ class DropoutClassifier(L.LightningModule):
         training probe's where the datamodule gives them)."""
         train = self.tallies["train"].read()
         metrics = {"train/loss": train.loss, "train/acc": train.acc}
-        metrics |= {f"rate/{path}": site.p for path, site in self.learned.items()}
+        metrics |= {f"rate/{path}": site.p for path, site in self.concrete_sites.items()}
         if not self.tallies["val"].count:
             return metrics
         val, val_metrics = self._scores("val")

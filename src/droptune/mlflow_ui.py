@@ -10,9 +10,9 @@ The runs table's columns are not URL state (the UI keeps them per browser); a sa
 study's view is the UI's own "share view" record, an experiment tag
 `mlflow.sharedViewState.<key>` that `?viewStateShareKey=<key>` opens: the study's trials, best
 first by its (first) metric, with its metrics, each trial's state and its sampled params as
-columns. (The
-UI leaves expanded rows out of a shared view, and a table sorted by a metric lists child runs
-flat: the experiment's own link shows each study's run with its trials nested under it.)
+columns. (The UI leaves expanded rows out of a shared view, and a table sorted by a metric lists
+child runs flat: the experiment's own link shows each study's run with its trials nested under
+it.)
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Bernoulli, RelaxedBernoulli
 from torch.nn.utils import parametrize
 
 SITE_VARIANTS = ("inverted", "classic", "gaussian", "alpha", "concrete")  # modules at a site
@@ -96,18 +97,16 @@ class ConcreteDropout(MaskDropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        p = torch.sigmoid(self.logit)
-        u = torch.rand(self._noise_shape(x), device=x.device, dtype=x.dtype)
-        self.units = math.prod(u.shape[1:])
-        # a relaxed Bernoulli(p) draw: logit(p) + logit(u), sharpened by the temperature
-        drop = torch.sigmoid((self.logit + torch.logit(u, eps=1e-7)) / self.TEMPERATURE)
-        return x * (1 - drop) / (1 - p)
+        shape = self._noise_shape(x)
+        self.units = math.prod(shape[1:])
+        relaxed = RelaxedBernoulli(self.TEMPERATURE, logits=self.logit, validate_args=False)
+        drop = relaxed.rsample(shape).to(x.dtype)
+        return x * (1 - drop) / (1 - torch.sigmoid(self.logit))
 
     def regularization(self) -> torch.Tensor:
         """The dropout term of the site's KL, before the 2 / N weight: minus its entropy per
         unit, times the units, lowest at p = 0.5."""
-        p = torch.sigmoid(self.logit)
-        return self.units * (p * torch.log(p) + (1 - p) * torch.log1p(-p))
+        return -self.units * Bernoulli(logits=self.logit, validate_args=False).entropy()
 
     def extra_repr(self) -> str:
         return f"p={self.p:.4f}, channelwise={self.channelwise}"

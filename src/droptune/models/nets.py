@@ -223,8 +223,8 @@ def _conv_dropout(rate: float, dropout: Dropout, variant: str, side: int) -> nn.
     wider than the block's feature maps (`side`: the odd side that fits), or the variant element-
     or channel-wise."""
     if dropout.conv_mode == "block" and rate > 0:
-        fits = max(side - (1 - side % 2), 1)
-        return DropBlock2d(rate, min(dropout.block_size, fits))
+        widest_odd = side if side % 2 else max(side - 1, 1)
+        return DropBlock2d(rate, min(dropout.block_size, widest_odd))
     return make_dropout(rate, variant, dropout.conv_mode == "channel")
 
 

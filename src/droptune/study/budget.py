@@ -45,29 +45,32 @@ def best_of_values(scored: Sequence[tuple[float, int]], maximize: bool) -> tuple
     return pick(scored, key=lambda pair: pair[0]) if scored else None
 
 
-def _best_text(objectives: Objectives, trials: Sequence[FrozenTrial]) -> str:
+def finished_lines(
+    objectives: Objectives, trials: Sequence[FrozenTrial], numbers: Sequence[int], budget: int
+) -> list[str]:
+    """The log lines of a batch's finished trials (by number); `trials`: the study as read once
+    after the batch, whose best trial or front is the same for every line."""
     best = objectives.best(trials)
     if objectives.multi:
-        return f"Pareto front {len(best)} trial(s)"
-    return f"best {best[0].value:.4f} (#{best[0].number})" if best else "best -"
-
-
-def finished_line(
-    objectives: Objectives, trials: Sequence[FrozenTrial], trial: FrozenTrial, budget: int
-) -> str:
-    """The log line of a finished trial; `trials`: the study as read once after its batch."""
-    value = (
-        objectives.describe(trial)
-        if trial.values is not None
-        else trial.user_attrs.get("fail_reason", "")
-    )
-    return (
-        f"trial {trial.number:4d} {trial.state.name:8s} {value}  |  "
-        f"{_best_text(objectives, trials)}  |  "
+        best_text = f"Pareto front {len(best)} trial(s)"
+    else:
+        best_text = f"best {best[0].value:.4f} (#{best[0].number})" if best else "best -"
+    counts = (
         f"{_count(trials, TrialState.COMPLETE)} complete, "
         f"{_count(trials, TrialState.PRUNED)} pruned, {count_failed(trials)} failed"
         f"  |  {budget_of(trials)}/{budget}"
     )
+    lines = []
+    for trial in (trials[number] for number in numbers):
+        value = (
+            objectives.describe(trial)
+            if trial.values is not None
+            else trial.user_attrs.get("fail_reason", "")
+        )
+        lines.append(
+            f"trial {trial.number:4d} {trial.state.name:8s} {value}  |  {best_text}  |  {counts}"
+        )
+    return lines
 
 
 def log_progress(

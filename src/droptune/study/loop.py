@@ -39,7 +39,7 @@ from droptune.search import apply, enqueued, hydra_overrides, parse_space, sugge
 from droptune.study.budget import (
     budget_of,
     budget_used,
-    finished_line,
+    finished_lines,
     front_of,
     log_progress,
     summary,
@@ -305,13 +305,12 @@ def _loop(
                 raise
         if not batch:
             return
-        trials = study.get_trials(deepcopy=False)  # once per batch: each read reloads
-        objectives = opened.objectives
-        for spec in batch:  # every running trial from the storage
-            line = finished_line(objectives, trials, trials[spec.trial.number], s["n_trials"])
+        # once per batch: each read reloads every running trial from the storage
+        trials = study.get_trials(deepcopy=False)
+        numbers = [spec.trial.number for spec in batch]
+        for line in finished_lines(opened.objectives, trials, numbers, s["n_trials"]):
             log.info("%s", line)
-        last = max(spec.trial.number for spec in batch)
-        log_progress(objectives, trials, opened.tracking, last)
+        log_progress(opened.objectives, trials, opened.tracking, max(numbers))
         if progress is not None:
             progress.sync(trials)
 
