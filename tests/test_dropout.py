@@ -215,6 +215,6 @@ def test_a_users_model_gets_concrete_sites_where_its_dropout_is_on(make_cfg):
         "+model.p=0.0", "model.dropout.sites={head.drop:0.5}", "model.dropout.variant=concrete",
     )  # fmt: skip
     sites = {s.path: s for s in model_sites(cfg["model"], (1, 8, 8), 10).sites}
-    assert sites["head.drop"].kind == "ConcreteDropout" and sites["head.drop"].rate == 0.5
+    assert sites["head.drop"].cls == "ConcreteDropout" and sites["head.drop"].rate == 0.5
     off = [s for s in sites.values() if s.rate == 0]
-    assert len(off) == 2 and all(s.kind != "ConcreteDropout" for s in off)  # at 0: stays off
+    assert len(off) == 2 and all(s.cls != "ConcreteDropout" for s in off)  # at 0: stays off

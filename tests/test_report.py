@@ -150,7 +150,7 @@ def test_baselines_change_only_dropout_and_max_norm_of_the_best_config(make_cfg,
         }
 
 
-def test_a_users_models_baseline_sets_every_site_to_zero_and_it_has_no_textbook(make_cfg):
+def test_a_users_models_baselines_are_no_dropout_and_as_written_and_no_textbook(make_cfg):
     net = "model._target_=examples.mynets.nets.SmallConvNet"
     tuned = (
         "data=digits",
@@ -158,12 +158,13 @@ def test_a_users_models_baseline_sets_every_site_to_zero_and_it_has_no_textbook(
         net,
         "model.dropout.sites={features.*:0.3,head.drop:0.4}",
     )
-    (none,) = baselines(Candidate("trial 0", tuned), "custom")
-    cfgs = [make_cfg(*line) for line in (tuned, none.overrides)]
+    none, written = baselines(Candidate("trial 0", tuned), "custom")
+    cfgs = [make_cfg(*line) for line in (tuned, none.overrides, written.overrides)]
     rates = [{s.path: s.rate for s in model_sites(c["model"], (1, 8, 8), 10).sites} for c in cfgs]
     assert len(rates[0]) == 3 and any(r > 0 for r in rates[0].values())
     assert rates[1].keys() == rates[0].keys() and set(rates[1].values()) == {0.0}
-    assert cfgs[1]["model"]["max_norm"] is None
+    assert set(rates[2].values()) == {0.25}  # SmallConvNet's own p
+    assert cfgs[1]["model"]["max_norm"] is None and cfgs[2]["model"]["max_norm"] is None
 
 
 BASE = ["trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3", "model.width=32"]

@@ -27,7 +27,7 @@ SETUPS = {
 
 
 def sample(cfg, n, seed=0, shape=(1, 8, 8)):
-    sites = [site.path for site in model_sites(cfg["model"], shape, 10).sites]
+    sites = model_sites(cfg["model"], shape, 10).sites
     space = parse_space(with_sites(cfg["search"], sites), cfg)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     for _ in range(n):
@@ -64,7 +64,7 @@ def test_each_model_group_has_a_default_space_that_fits_it(make_cfg, model):
 def test_shipped_spaces_sample_configs_that_validate_and_build(make_cfg, name):
     cfg = validate(make_cfg(f"search={name}", *SETUPS[name], config="tune"))
     shape = (60,) if "sonar" in name else (1, 8, 8)
-    sites = [site.path for site in model_sites(cfg["model"], shape, 10).sites]
+    sites = model_sites(cfg["model"], shape, 10).sites
     paths = {e["path"] for e in with_sites(cfg["search"], sites).values() if "path" in e}
     for params, overrides, config in sample(cfg, 25, shape=shape):
         validate(config)

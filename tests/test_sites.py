@@ -21,7 +21,7 @@ def custom_model(make_cfg, *overrides: str) -> dict:
 
 def test_sites_of_a_users_model_are_found_by_path_and_class(make_cfg):
     net = build_model(custom_model(make_cfg, "+model.p=0.3"), *DIGITS)
-    found = {(s.path, s.kind, s.rate) for s in find_sites(net)}
+    found = {(s.path, s.cls, s.rate) for s in find_sites(net)}
     assert found == {
         ("features.2", "Dropout2d", 0.3),
         ("encoder.drop", "Dropout", 0.3),
@@ -33,7 +33,7 @@ def test_every_torch_dropout_class_is_a_site():
     kinds = [nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d]
     kinds += [nn.AlphaDropout, nn.FeatureAlphaDropout]
     net = nn.Sequential(*(kind(0.1) for kind in kinds), nn.ReLU(), GaussianDropout(0.2))
-    assert [s.kind for s in find_sites(net)] == [k.__name__ for k in kinds] + ["GaussianDropout"]
+    assert [s.cls for s in find_sites(net)] == [k.__name__ for k in kinds] + ["GaussianDropout"]
     assert [s.path for s in find_sites(net)][-1] == "7"
 
 
@@ -57,7 +57,7 @@ def test_a_variant_swap_keeps_each_rate_and_its_channel_rule(make_cfg):
         make_cfg, "model.dropout.variant=gaussian", "model.dropout.sites={head.*:0.5}"
     )
     net = build_model(model, *DIGITS)
-    assert {(s.path, s.kind, s.rate) for s in find_sites(net)} == {
+    assert {(s.path, s.cls, s.rate) for s in find_sites(net)} == {
         ("features.2", "GaussianDropout", 0.25),
         ("encoder.drop", "GaussianDropout", 0.25),
         ("head.drop", "GaussianDropout", 0.5),

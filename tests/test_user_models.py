@@ -177,7 +177,7 @@ def test_a_misspelt_key_gets_the_nearest_key(tmp_path):
     assert "model.dropout.hiden" in errors[0]
 
 
-def test_make_sites_lists_paths_classes_rates_and_max_norm_layers(tmp_path):
+def test_make_sites_lists_paths_kinds_classes_rates_roles_and_max_norm_layers(tmp_path):
     done = subprocess.run(
         ["make", "--no-print-directory", "sites", f"PY={sys.executable}",
          "ARGS=model=custom " + NET + " model.dropout.sites={head.*:0.5} model.max_norm=2"],
@@ -185,7 +185,8 @@ def test_make_sites_lists_paths_classes_rates_and_max_norm_layers(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("  ")]
-    assert ["head.drop", "Dropout", "0.5"] in rows and ["features.2", "Dropout2d", "0.25"] in rows
+    assert ["head.drop", "module", "Dropout", "0.5", "head.drop"] in rows
+    assert ["features.2", "module", "Dropout2d", "0.25", "features.2"] in rows
     assert ["encoder.linear"] in rows and ["head.out"] not in rows  # max-norm's layers
 
 

@@ -3,6 +3,9 @@ optimizer settings, and the sites a config's model has."""
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,15 +21,21 @@ from droptune.errors import ConfigError
 from droptune.lit import MomentumRamp, Optim
 from droptune.models.nets import hidden_widths
 from droptune.models.sites import (
+    Inert,
     MaxNorm,
     Site,
-    dropout_modules,
-    find_sites,
+    Walk,
+    matching,
     max_norm_layers,
+    prove,
     set_site_rates,
     swap_variant,
+    unmatched,
+    walk,
 )
 from droptune.schedules import Schedule, ScheduledDropout
+
+log = logging.getLogger("droptune")
 
 
 def mlp_widths(model: Mapping[str, Any]) -> list[int]:
@@ -50,6 +59,47 @@ def _user_model(model: Mapping[str, Any], input_shape, n_classes: int, lr: float
     return net
 
 
+def declared_kinds(model: Mapping[str, Any]) -> dict[type, str]:
+    """`model.dropout.kinds` as {class: attribute}; droptune's own models declare none."""
+    kinds = model["dropout"].get("kinds") or {}
+    return {
+        targets.resolve(f"model.dropout.kinds.{name}", name): attr for name, attr in kinds.items()
+    }
+
+
+def model_walk(model: Mapping[str, Any], net: nn.Module) -> Walk:
+    """The sites of a built model, its declared kinds checked on every instance."""
+    kinds = declared_kinds(model)
+    try:
+        found = walk(net, kinds)
+    except ValueError as error:
+        raise ConfigError("model.dropout.kinds", model["dropout"]["kinds"], str(error)) from None
+    present = {type(net.get_submodule(site.holder)) for site in found.candidates}
+    for cls, attr in kinds.items():
+        if not any(issubclass(p, cls) for p in present):
+            name = f"{cls.__module__}.{cls.__qualname__}"
+            raise ConfigError(
+                f"model.dropout.kinds.{name}", attr, f"a class the model has: no module is a {name}"
+            )
+    return found
+
+
+@functools.cache
+def _say_once(message: str) -> None:
+    log.warning("%s", message)
+
+
+def _swap_variant(net: nn.Module, variant: str, found: Walk) -> None:
+    swap_variant(net, variant)
+    kept = [site.path for site in found.settable if site.kind != "module"]
+    if kept:
+        _say_once(
+            f"model.dropout.variant={variant} swaps dropout modules only: {len(kept)} site(s) of "
+            f"other kinds ({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''}) keep their "
+            "own dropout at the rates set"
+        )
+
+
 def build_model(
     model: Mapping[str, Any], input_shape: Sequence[int], n_classes: int, lr: float | None = None
 ) -> nn.Module:
@@ -64,15 +114,17 @@ def build_model(
         dropout = model["dropout"].items()
         arguments["dropout"] = {k: v for k, v in dropout if k not in ("sites", "schedule")}
         net = targets.build("model", arguments, (), targets.model_inputs(input_shape, n_classes))
+    found = model_walk(model, net)
     sites = model["dropout"]["sites"]
     if sites:
         try:
-            set_site_rates(net, sites)
+            set_site_rates(net, sites, found.settable)
         except ValueError as error:
             raise ConfigError("model.dropout.sites", dict(sites), str(error)) from None
     variant = model["dropout"]["variant"]
     if model["family"] in USER_FAMILIES and variant is not None:
-        swap_variant(net, variant)  # after the rates: which sites are on decides for `concrete`
+        # after the rates: which sites are on decides for `concrete`
+        _swap_variant(net, variant, found)
     return net
 
 
@@ -95,49 +147,99 @@ def constrained_layers(model: Mapping[str, Any], net: nn.Module) -> list[str]:
 
 @dataclass(frozen=True)
 class ModelSites:
-    """What `make sites` shows: the dropout sites of a config's model, and its max-norm layers."""
+    """What `make sites` shows: the dropout sites of a config's model (those that act), the
+    rates that are no site and why, and its max-norm layers."""
 
     sites: list[Site]
+    inert: list[Inert]
     max_norm_layers: list[str]
+
+
+def _structure(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model config less what is set after construction: what decides where rates act."""
+    dropout = {k: v for k, v in model["dropout"].items() if k not in ("sites", "variant")}
+    return {**model, "dropout": dropout | {"sites": None, "variant": None}}
+
+
+@functools.lru_cache(maxsize=64)
+def _proof(structure: str, input_shape: tuple[int, ...], n_classes: int) -> dict[str, str | None]:
+    """{candidate path: None if it acts, else why not}, from one real build on the CPU (cached:
+    a study's trials differ by rates, not by where they act)."""
+    model = json.loads(structure)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+        net = build_model(model, input_shape, n_classes)
+        acting, inert = prove(net, model_walk(model, net).candidates, input_shape)
+    return {site.path: None for site in acting} | {i.site.path: i.reason for i in inert}
+
+
+def _built_on_meta(model: Mapping[str, Any], input_shape, n_classes: int) -> nn.Module:
+    try:
+        with torch.device("meta"):
+            return build_model(model, input_shape, n_classes)
+    except Exception:  # a constructor that computes with real tensors: on the CPU, which also
+        return build_model(model, input_shape, n_classes)  # raises what is really wrong, if any
 
 
 def model_sites(model: Mapping[str, Any], input_shape: Sequence[int], n_classes: int) -> ModelSites:
     """The model built without memory (on the meta device; on the CPU if its constructor needs
-    real tensors) and walked: checks every glob of the config against the sites found."""
-    try:
-        with torch.device("meta"):
-            net = build_model(model, input_shape, n_classes)
-    except Exception:  # a constructor that computes with real tensors: on the CPU, which also
-        net = build_model(model, input_shape, n_classes)  # raises what is really wrong, if any
-
+    real tensors) and walked; its candidates proven by a forward pass (`sites.prove`). Checks
+    every key of `model.dropout.sites` against the sites that act."""
+    net = _built_on_meta(model, input_shape, n_classes)
+    found = model_walk(model, net)
+    inert = list(found.inert)
+    sites = list(found.sites)
+    if found.candidates:
+        structure = json.dumps(_structure(model), sort_keys=True, default=str)
+        proof = _proof(structure, tuple(input_shape), n_classes)
+        for site in found.candidates:
+            reason = proof.get(site.path, "not found in a model built on the CPU")
+            if reason is None:
+                sites.append(site)
+            else:
+                inert.append(Inert(site, reason))
+    _check_keys(model["dropout"]["sites"] or {}, sites, inert)
     layers: list[str] = []
     if model["max_norm"] is not None:
         # droptune's own models constrain every Linear and Conv but the output layer, as here
         own = model["family"] in OWN_FAMILIES
         layers = max_norm_layers(net, None) if own else constrained_layers(model, net)
-    return ModelSites(find_sites(net), layers)
+    return ModelSites(sites, inert, layers)
+
+
+def _check_keys(rates: Mapping[str, float], sites: Sequence[Site], inert: Sequence[Inert]) -> None:
+    """A key that selects only rates that are no site would set nothing a forward pass reads."""
+    for key in unmatched(sites, list(rates)):
+        dead = [site.path for site in matching([i.site for i in inert], key)]
+        raise ConfigError(
+            "model.dropout.sites",
+            dict(rates),
+            f"{key!r} matches none of the sites {[site.path for site in sites]}; it matches "
+            f"{', '.join(dead)}, which change(s) nothing a forward pass reads (make sites says why)",
+        )
 
 
 def site_params(
     model: Mapping[str, Any], input_shape: Sequence[int], n_classes: int
 ) -> dict[str, str]:
-    """The rate and class every dropout site trains with (`site.<path>`: "0.3 Dropout"): what
-    the MLflow UI shows of a run's real dropout."""
+    """The rate and source every dropout site trains with (`site.<path>`: "0.3 Dropout",
+    "0.1 MultiheadAttention.dropout"): what the MLflow UI shows of a run's real dropout."""
     found = model_sites(model, input_shape, n_classes).sites
-    return {f"site.{site.path}": f"{site.rate} {site.kind}" for site in found}
+    return {f"site.{site.path}": f"{site.rate} {site.source}" for site in found}
 
 
 def schedule_of(model: Mapping[str, Any]) -> Schedule:
     return Schedule(**model["dropout"]["schedule"])
 
 
-def dropout_schedule(model: Mapping[str, Any], net: nn.Module) -> ScheduledDropout | None:
+def dropout_schedule(
+    model: Mapping[str, Any], net: nn.Module, sites: Sequence[Site]
+) -> ScheduledDropout | None:
     """The callback that sets every site's rate each epoch under `model.dropout.schedule`
     (None for the constant schedule: the rates stay as built)."""
     schedule = schedule_of(model)
     if schedule.kind == "constant":
         return None
-    return ScheduledDropout(dropout_modules(net).values(), schedule)
+    return ScheduledDropout(net, sites, schedule)
 
 
 def build_optim(optim: Mapping[str, Any]) -> Optim:

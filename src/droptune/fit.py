@@ -20,11 +20,18 @@ import torch
 
 from droptune import data as ds
 from droptune import signals
-from droptune.build import build_model, build_optim, dropout_schedule, model_constraint
+from droptune.build import (
+    build_model,
+    build_optim,
+    dropout_schedule,
+    model_constraint,
+    model_sites,
+)
 from droptune.data.streamed import Streamed
 from droptune.inputs import Data, Split
 from droptune.lit import DropoutClassifier, GradientClip
 from droptune.logged import ConstraintAfterStep, LoggedMetrics, history_source
+from droptune.models.sites import holders
 
 log = logging.getLogger("droptune")
 EpochSink = Callable[[dict[str, float], int], None]
@@ -180,7 +187,8 @@ def build_module(
     n_classes = len(arrays.classes)
     net = build_model(cfg["model"], arrays.input_shape, n_classes, lr=cfg["optim"]["lr"])
     constraint = model_constraint(cfg["model"], net)
-    schedule = dropout_schedule(cfg["model"], net)
+    sites = model_sites(cfg["model"], arrays.input_shape, n_classes).sites
+    schedule = dropout_schedule(cfg["model"], net, sites)
     scheduled = [schedule] if schedule is not None else []
     if not own_module(cfg):
         constrained = [ConstraintAfterStep(constraint)] if constraint else []
@@ -193,7 +201,14 @@ def build_module(
     )
     optim = build_optim(cfg["optim"])
     mc_samples = cfg["evaluate"]["mc_samples"]
-    module = DropoutClassifier(net, optim, constraint, gradient_clip=clip, mc_samples=mc_samples)
+    module = DropoutClassifier(
+        net,
+        optim,
+        constraint,
+        gradient_clip=clip,
+        mc_samples=mc_samples,
+        dropout_holders=holders(net, sites),
+    )
     return module, scheduled
 
 

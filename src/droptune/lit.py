@@ -12,7 +12,7 @@ test/acc, test/nll, test/ece.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,13 +184,15 @@ class DropoutClassifier(L.LightningModule):
         constraint: Callable[[], None] | None = None,
         gradient_clip: GradientClip | None = None,
         mc_samples: int = 0,
+        dropout_holders: Sequence[nn.Module] | None = None,
     ) -> None:
         """`mc_samples` T > 0: validation and test are also scored by MC dropout (T passes with
-        dropout on, averaged: val/acc_mc, val/nll_mc, val/ece_mc, test/..._mc)."""
+        dropout on, averaged: val/acc_mc, val/nll_mc, val/ece_mc, test/..._mc), turned on in
+        `dropout_holders` (default: the model's dropout modules)."""
         super().__init__()
         self.automatic_optimization = False
         self.model, self.optim, self.gradient_clip = model, optim, gradient_clip
-        self.mc_samples = mc_samples
+        self.mc_samples, self.dropout_holders = mc_samples, dropout_holders
         self.constraint = constraint or getattr(model, "apply_max_norm", None)
         self.tallies = {
             "train": EpochTally(),
@@ -223,7 +225,7 @@ class DropoutClassifier(L.LightningModule):
             # its own random stream: the training masks stay those of a fit without MC passes
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
-                log_p = mc_log_probabilities(self.model, x, self.mc_samples)
+                log_p = mc_log_probabilities(self.model, x, self.mc_samples, self.dropout_holders)
             self.tallies[f"{part}_mc"].add(log_p, y, F.nll_loss(log_p, y, reduction="sum"))
 
     def training_step(self, batch: Steps | tuple[torch.Tensor, torch.Tensor], batch_idx: int):

@@ -4,6 +4,8 @@ than the deterministic pass's. torch has no MC-dropout evaluation; it is this lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -11,16 +13,21 @@ from droptune.models.sites import dropout_modules
 
 
 @torch.no_grad()
-def mc_log_probabilities(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
-    """log of the mean of softmax(model(x)) over `samples` passes with every dropout site in
-    training mode and every other module as it is (a model in eval mode keeps batch norm's
-    running statistics). The masks come from torch's random stream, as training's do."""
-    sites = [site for site in dropout_modules(model).values() if not site.training]
-    for site in sites:
-        site.train()
+def mc_log_probabilities(
+    model: nn.Module, x: torch.Tensor, samples: int, holders: Sequence[nn.Module] | None = None
+) -> torch.Tensor:
+    """log of the mean of softmax(model(x)) over `samples` passes with every dropout site's
+    holder (default: the dropout modules) in training mode and every other module as it is (a
+    model in eval mode keeps batch norm's running statistics). Only a holder's own flag is set,
+    not its children's: an attention block's rate acts, its layer norms stay as they are. The
+    masks come from torch's random stream, as training's do."""
+    holders = list(dropout_modules(model).values()) if holders is None else holders
+    off = [holder for holder in holders if not holder.training]
+    for holder in off:
+        holder.training = True
     try:
         total = sum(model(x).float().softmax(1) for _ in range(samples))
     finally:
-        for site in sites:
-            site.eval()
+        for holder in off:
+            holder.training = False
     return (total / samples).clamp_min(torch.finfo(torch.float32).tiny).log()

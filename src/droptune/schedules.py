@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import lightning as L
 from torch import nn
 
+from droptune.models.sites import Site, set_rate
+
 KINDS = ("constant", "early", "late", "curriculum")
 SHAPES = ("constant", "linear")
 
@@ -54,11 +56,11 @@ class ScheduledDropout(L.Callback):
     """Sets each site's rate at every epoch's start: its target (the rate it was built with)
     times the schedule's scale. A resumed fit gets the rate of the epoch it resumes at."""
 
-    def __init__(self, sites: Iterable[nn.Module], schedule: Schedule) -> None:
-        self.schedule = schedule
-        self.targets = [(site, float(site.p)) for site in sites]
+    def __init__(self, model: nn.Module, sites: Iterable[Site], schedule: Schedule) -> None:
+        self.model, self.schedule = model, schedule
+        self.targets = [(site, float(site.rate)) for site in sites]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         scale = self.schedule.at(trainer.current_epoch, trainer.max_epochs)
         for site, target in self.targets:
-            site.p = target * scale
+            set_rate(self.model, site, target * scale)

@@ -14,14 +14,14 @@ an entry whose condition fails is not sampled and its path gets `otherwise` when
 A path segment that is a number indexes a list (built as needed). Under `model.dropout.sites` the
 rest of a path is one key, a glob over module paths (`model.dropout.sites.encoder.*`).
 
-`search.sites` (conf/search/sites.yaml) adds one rate entry per dropout site of the model, or per
-glob it lists, in front of the space (`with_sites`).
+`search.sites` (conf/search/sites.yaml) adds one rate entry per role of the model's dropout sites
+(`search.site_groups: per_site`: per site), or per glob it lists, in front of the space
+(`with_sites`).
 """
 
 from __future__ import annotations
 
 import copy
-import fnmatch
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,6 +30,7 @@ import optuna
 
 from droptune.config.tune import SpaceEntry, space_entry
 from droptune.errors import ConfigError
+from droptune.models.sites import Site, unmatched
 
 OPERATORS = {
     "gt": operator.gt,
@@ -55,23 +56,30 @@ def _segments(path: str) -> list[str]:
     return path.split(".")
 
 
-def with_sites(search: Mapping[str, Any], site_paths: Sequence[str]) -> dict[str, Any]:
-    """`search.space` with a rate entry per site (`search.sites: all`) or per glob (a list) in
-    front; the space alone when `search.sites` is not set."""
+def _site_keys(search: Mapping[str, Any], sites: Sequence[Site]) -> list[str]:
+    """What gets a rate of its own: each role, each site (per_site), or each glob listed."""
+    if search["sites"] != "all":
+        return list(search["sites"])
+    if search["site_groups"] == "per_site":
+        return [site.path for site in sites]
+    return list(dict.fromkeys(site.role for site in sites))
+
+
+def with_sites(search: Mapping[str, Any], sites: Sequence[Site]) -> dict[str, Any]:
+    """`search.space` with a rate entry per role, site or glob (`search.sites`,
+    `search.site_groups`) in front; the space alone when `search.sites` is not set."""
     mode, space = search["sites"], dict(search["space"])
     if mode is None:
         return space
-    globs = list(site_paths) if mode == "all" else list(mode)
-    if not globs:
+    if not sites:
         raise ConfigError("search.sites", mode, "a model with dropout sites: it has none")
-    for glob in globs:
-        if not fnmatch.filter(site_paths, glob):
-            raise ConfigError(
-                "search.sites", glob, f"a glob matching one of the sites {list(site_paths)}"
-            )
+    keys = _site_keys(search, sites)
+    for key in unmatched(sites, keys):
+        paths = [site.path for site in sites]
+        raise ConfigError("search.sites", key, f"a glob or role matching one of the sites {paths}")
     entries = {
-        f"rate/{glob}": {"path": f"{SITES_PATH}.{glob}", "type": "float", **search["site_rate"]}
-        for glob in globs
+        f"rate/{key}": {"path": f"{SITES_PATH}.{key}", "type": "float", **search["site_rate"]}
+        for key in keys
     }
     return {**entries, **space}
 

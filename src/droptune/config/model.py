@@ -22,6 +22,7 @@ from droptune.config.types import (
     one_of,
     require,
 )
+from droptune.errors import ConfigError
 from droptune.models import ACTIVATIONS, PLACEMENTS, VARIANTS
 from droptune.models.dropout import SITE_VARIANTS
 from droptune.models.nets import CONV_MODES, hidden_widths
@@ -129,13 +130,30 @@ class Cnn(OwnModel):
         return self
 
 
+Kinds = Annotated[
+    dict[str, str] | None,
+    Allowed("a mapping of class import paths to the float attribute that holds each one's rate"),
+]
+
+
 class UserDropout(Group):
     sites: SiteRates
+    kinds: Kinds
     # DropConnect needs the layer after each site, which only droptune's own models know
     variant: Annotated[
         one_of(SITE_VARIANTS) | None, Allowed(f"null or one of {', '.join(SITE_VARIANTS)}")
     ]
     schedule: DropoutSchedule
+
+    @field_validator("kinds")
+    @classmethod
+    def _classes(cls, kinds: dict[str, str] | None) -> dict[str, str] | None:
+        for name, attribute in (kinds or {}).items():
+            key = f"model.dropout.kinds.{name}"
+            if not isinstance(targets.resolve(key, name), type):
+                raise ConfigError(key, attribute, f"{name} to be a class (an nn.Module subclass)")
+            require(attribute.isidentifier(), key, attribute, "the name of an attribute")
+        return kinds
 
     @model_validator(mode="after")
     def _learned(self) -> UserDropout:

@@ -89,6 +89,11 @@ class Search(Group):
         Literal["all"] | Annotated[list[str], Field(min_length=1)] | None,
         Allowed("all, or a non-empty list of module-path globs"),
     ] = None
+    # search.sites=all: one rate per role (role, or null where a file leaves it out: sites that
+    # differ by a block index share it), or per_site: one per site
+    site_groups: Annotated[
+        Literal["role", "per_site"] | None, Allowed("role, per_site or null (role)")
+    ] = None
     site_rate: SiteRateRange | None = None
     # trials a new study runs first, before any sampled one ({entry name: value}; an entry left
     # out is sampled): a configuration known to be good, so the search starts from it

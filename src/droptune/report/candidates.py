@@ -26,13 +26,21 @@ NO_DROPOUT = "no dropout"
 # a user model's sites, all at rate 0: `++` merges a glob matching every site after the config's
 # own (a trial's line names them all at once), and the last glob wins
 NO_SITE_DROPOUT = ("++model.dropout.sites={*:0.0}", "model.max_norm=null")
+AS_WRITTEN = "as written"
+# a user model's sites at the rates its own code sets: no rate, variant or schedule of droptune's
+OWN_RATES = (
+    "model.dropout.sites=null",
+    "model.dropout.variant=null",
+    "model.dropout.schedule.kind=constant",
+    "model.max_norm=null",
+)
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One config to retrain over seeds."""
 
-    name: str  # how the report names it: "trial 17", "no dropout", "textbook"
+    name: str  # how the report names it: "trial 17", "no dropout", "textbook", "as written"
     overrides: tuple[str, ...]  # its `make train` line
     trial_number: int | None = None  # the study trial it comes from (None: a baseline)
     # that trial's score in the study (selected: biased up; several objectives: the first's)
@@ -86,11 +94,15 @@ def baselines(best: Candidate, family: str) -> list[Candidate]:
     """No dropout (every rate 0, max-norm off) and the textbook default (input 0.2, hidden 0.5
     after the activation, max-norm 3.5), both on the best config's network and optimizer.
 
-    A user's model gets no dropout only: every site it has set to 0 (a glob that matches every
-    site, merged after the config's own and so winning over them). Which of its sites is the
-    input and which a hidden layer droptune cannot know, so it has no textbook config."""
+    A user's model gets no dropout (every site it has set to 0: a glob that matches every
+    site, merged after the config's own and so winning over them) and its dropout as written
+    (the rates its own code sets), so tuning is measured against what its author had. Which of
+    its sites is the input and which a hidden layer droptune cannot know: no textbook config."""
     if family in USER_FAMILIES:
-        return [Candidate(NO_DROPOUT, (*best.overrides, *NO_SITE_DROPOUT))]
+        return [
+            Candidate(NO_DROPOUT, (*best.overrides, *NO_SITE_DROPOUT)),
+            Candidate(AS_WRITTEN, (*best.overrides, *OWN_RATES)),
+        ]
     rates = ["input", "hidden", "output", *(["conv"] if family == "cnn" else [])]
     none = [f"model.dropout.{rate}=0.0" for rate in rates] + ["model.max_norm=null"]
     textbook = [

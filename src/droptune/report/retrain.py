@@ -48,6 +48,12 @@ def train_config(overrides: Sequence[str]) -> dict[str, Any]:
     return compose_config("train", overrides)
 
 
+def with_shared(overrides: Sequence[str], shared: Sequence[str]) -> tuple[str, ...]:
+    """A config's line and the report's shared overrides it does not already hold: a trial's
+    line keeps the tune command's own (`+model.width=64`), and Hydra refuses an append twice."""
+    return (*overrides, *(o for o in shared if o not in overrides))
+
+
 def checked_configs(
     candidates: Sequence[Candidate], shared: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
@@ -57,7 +63,9 @@ def checked_configs(
     configs = {}
     for candidate in candidates:
         try:
-            configs[candidate.name] = validate(train_config([*candidate.overrides, *shared]))
+            configs[candidate.name] = validate(
+                train_config(with_shared(candidate.overrides, shared))
+            )
         except (HydraException, OmegaConfBaseException) as error:
             raise ConfigError(
                 f"the line of {candidate.name!r}",

@@ -20,7 +20,14 @@ from droptune.report.candidates import Candidate, baselines, configured, top_con
 from droptune.report.documents import write_documents
 from droptune.report.mattered import what_mattered
 from droptune.report.numbers import numbers
-from droptune.report.retrain import CV_SCORES, SCORES, checked_configs, retrain_all, seeds_of
+from droptune.report.retrain import (
+    CV_SCORES,
+    SCORES,
+    checked_configs,
+    retrain_all,
+    seeds_of,
+    with_shared,
+)
 from droptune.study.loop import RETRAIN_GROUPS, retrain_base
 from droptune.study.resume import fingerprint
 from droptune.study.storage import StaleTrialHandler, make_storage
@@ -154,7 +161,7 @@ def plan(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> Plan:
     # every retrain tests on the held-out examples of the study's seed, which no trial saw
     if not metric.startswith("cv/"):
         shared += ["evaluate_test=true", f"test_seed={cfg['seed']}"]
-    lines = [replace(c, overrides=(*c.overrides, *shared)) for c in candidates]
+    lines = [replace(c, overrides=with_shared(c.overrides, shared)) for c in candidates]
     name = r["name"] or cfg["study"]["name"]
     return Plan(name, study, lines, metric, keys, experiment)
 

@@ -171,7 +171,7 @@ def _open(cfg: dict[str, Any], arrays: Data, folds: Sequence[Split], base: list[
     s, t = cfg["study"], cfg["tracking"]
     objectives = objectives_of(cfg)
     found = model_sites(cfg["model"], arrays.input_shape, len(arrays.classes)).sites
-    raw_space = with_sites(cfg["search"], [site.path for site in found])
+    raw_space = with_sites(cfg["search"], found)
     space = parse_space(raw_space, cfg)
     first_trials = enqueued(cfg["search"]["enqueue"] or [], space)
     n_folds = len(folds)
