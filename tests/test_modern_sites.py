@@ -15,7 +15,7 @@ from droptune.build import build_model, model_sites
 from droptune.config import validate
 from droptune.errors import ConfigError
 from droptune.mc_dropout import mc_log_probabilities
-from droptune.models.sites import holders, role_of, walk
+from droptune.models.sites import holders, prove, role_of, walk
 from droptune.report.candidates import AS_WRITTEN, NO_DROPOUT, Candidate, baselines
 from droptune.report.run import make_report
 from droptune.schedules import Schedule, ScheduledDropout
@@ -107,13 +107,86 @@ def test_torchvisions_vit_has_attention_sites_and_its_top_level_rates_are_inert(
     """torchvision keeps `dropout` and `attention_dropout` on the model after building its
     layers from them: setting them there changes nothing, and droptune says so."""
     vit = VisionTransformer(8, 4, 2, 2, 8, 16, dropout=0.1, attention_dropout=0.1, num_classes=3)
-    from droptune.models.sites import prove
-
     found = walk(vit)
     acting, inert = prove(vit, found.candidates, (3, 8, 8))
     assert acting == [] and {i.site.path for i in inert} == {"dropout", "attention_dropout"}
     roles = {s.role for s in found.sites if s.kind == "attention"}
     assert roles == {"encoder.layers.encoder_layer_*.self_attention"}
+
+
+class FlashAttention(nn.Module):
+    """nanoGPT's CausalSelfAttention on its flash path: `attn_dropout` is built and never
+    called; the float `dropout` is what scaled_dot_product_attention reads."""
+
+    def __init__(self, dim: int = 8, p: float = 0.2) -> None:
+        super().__init__()
+        self.dim, self.dropout = dim, p
+        self.c_attn, self.c_proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.attn_dropout, self.resid_dropout = nn.Dropout(p), nn.Dropout(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.c_attn(x).split(self.dim, 2)
+        p = self.dropout if self.training else 0.0
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        return self.resid_dropout(self.c_proj(y))
+
+
+def test_a_dropout_module_the_forward_never_calls_is_inert_and_the_float_it_reads_acts():
+    net = FlashAttention()
+    found = walk(net)
+    acting, inert = prove(net, found.settable, (5, 8))
+    assert [s.path for s in acting] == ["resid_dropout", "dropout"]
+    assert [i.site.path for i in inert] == ["attn_dropout"]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth as timm and most research code write it: a float `drop_prob`."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.drop_prob)
+        return x * keep / (1 - self.drop_prob)
+
+
+def test_a_modules_float_drop_prob_is_a_path_site_that_acts():
+    net = nn.Sequential(nn.Linear(6, 6), DropPath(0.1))
+    found = walk(net)
+    assert [(s.path, s.kind, s.source) for s in found.sites] == [
+        ("1", "path", "DropPath.drop_prob")
+    ]
+    assert found.candidates == []
+    assert prove(net, found.sites, (6,)) == (found.sites, [])
+
+
+class TokenNet(nn.Module):
+    """A model of token ids: no float probe batch goes through it."""
+
+    def __init__(self, n_classes: int, drop_rate: float = 0.1) -> None:
+        super().__init__()
+        self.embed, self.drop = nn.Embedding(16, 8), nn.Dropout(0.2)
+        self.head, self.drop_rate = nn.Linear(8, n_classes), drop_rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            raise TypeError("TokenNet takes token ids")
+        return self.head(self.drop(self.embed(x).mean((1, 2, 3))))
+
+
+def test_a_model_that_takes_no_probe_keeps_its_classes_sites_and_says_why_of_the_rest(make_cfg):
+    found = model_sites(
+        make_cfg("data=digits", "model=custom", "model._target_=tests.test_modern_sites.TokenNet")[
+            "model"
+        ],
+        *DIGITS,
+    )
+    assert [s.path for s in found.sites] == ["drop"]
+    ((path, reason),) = [(i.site.path, i.reason) for i in found.inert]
+    assert path == "drop_rate" and "TypeError: TokenNet takes token ids" in reason
 
 
 def test_a_key_that_only_an_inert_rate_matches_is_refused_naming_it(make_cfg):

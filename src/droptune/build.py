@@ -23,6 +23,7 @@ from droptune.models.nets import hidden_widths
 from droptune.models.sites import (
     Inert,
     MaxNorm,
+    ProbeFailed,
     Site,
     Walk,
     matching,
@@ -163,12 +164,18 @@ def _structure(model: Mapping[str, Any]) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _proof(structure: str, input_shape: tuple[int, ...], n_classes: int) -> dict[str, str | None]:
-    """{candidate path: None if it acts, else why not}, from one real build on the CPU (cached:
-    a study's trials differ by rates, not by where they act)."""
+    """{site or candidate path: None if it acts, else why not}, from one real build on the CPU
+    (cached: a study's trials differ by rates, not by where they act)."""
     model = json.loads(structure)
     with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
         net = build_model(model, input_shape, n_classes)
-        acting, inert = prove(net, model_walk(model, net).candidates, input_shape)
+        found = model_walk(model, net)
+        try:
+            acting, inert = prove(net, found.settable, input_shape)
+        except ProbeFailed as failed:  # the sites' classes say they act; the candidates lose
+            return {s.path: None for s in found.sites} | {
+                s.path: str(failed) for s in found.candidates
+            }
     return {site.path: None for site in acting} | {i.site.path: i.reason for i in inert}
 
 
@@ -182,16 +189,17 @@ def _built_on_meta(model: Mapping[str, Any], input_shape, n_classes: int) -> nn.
 
 def model_sites(model: Mapping[str, Any], input_shape: Sequence[int], n_classes: int) -> ModelSites:
     """The model built without memory (on the meta device; on the CPU if its constructor needs
-    real tensors) and walked; its candidates proven by a forward pass (`sites.prove`). Checks
-    every key of `model.dropout.sites` against the sites that act."""
+    real tensors) and walked; a user's sites and every candidate proven by a forward pass
+    (`sites.prove`). Checks every key of `model.dropout.sites` against the sites that act."""
     net = _built_on_meta(model, input_shape, n_classes)
     found = model_walk(model, net)
     inert = list(found.inert)
     sites = list(found.sites)
-    if found.candidates:
+    if found.candidates or model["family"] in USER_FAMILIES:  # droptune's own: act by design
         structure = json.dumps(_structure(model), sort_keys=True, default=str)
         proof = _proof(structure, tuple(input_shape), n_classes)
-        for site in found.candidates:
+        sites = []
+        for site in found.settable:
             reason = proof.get(site.path, "not found in a model built on the CPU")
             if reason is None:
                 sites.append(site)

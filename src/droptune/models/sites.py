@@ -13,7 +13,10 @@ rate is read by its holder's forward at every call, so setting it changes what t
 - `float`: any other float attribute whose name says dropout (`drop_rate`, `attention_dropout`,
   `dropout_p`, ...), read by code this module cannot see (F.dropout, scaled_dot_product_attention's
   dropout_p): a candidate until a forward pass shows that it acts (`prove`);
-- `declared`: a class and attribute named in `model.dropout.kinds`, proven the same way.
+- `declared`: a class and attribute named in `model.dropout.kinds`, a candidate too.
+
+A user's model has every site proven (its forward may never call a dropout module it holds); a
+model that takes no probe batch keeps the sites its classes say, and loses its candidates.
 
 A site's path is its holder's module path (`encoder.layers.0.self_attn`), or for `float` and
 `declared` the holder's path and the attribute (`blocks.0.attn.attn_p`). Its role is the path with
@@ -238,27 +241,32 @@ def _forward(model: nn.Module, probe: torch.Tensor) -> list[torch.Tensor]:
         return _outputs(model(probe))
 
 
+class ProbeFailed(Exception):
+    """The probe batch's forward raised: a model that takes no float batch of its input shape."""
+
+
 def prove(
-    model: nn.Module, candidates: Sequence[Site], input_shape: Sequence[int]
+    model: nn.Module, sites: Sequence[Site], input_shape: Sequence[int]
 ) -> tuple[list[Site], list[Inert]]:
-    """Which candidates act: in training mode, on a probe batch of standard normal inputs, the
+    """Which sites act: in training mode, on a probe batch of standard normal inputs, the
     output at rate 0 and at PROBE_RATE (same seed) must differ. Nothing else can tell a rate
     read in forward from one read only at construction (copied into a closure, or a module
-    built as nn.Identity at rate 0). `model` is changed: build one for this."""
-    if not candidates:
+    built as nn.Identity at rate 0), or a dropout module the forward never calls (nanoGPT's
+    `attn_dropout` on its flash path). `model` is changed: build one for this."""
+    if not sites:
         return [], []
     probe = torch.randn(PROBE_EXAMPLES, *input_shape, generator=torch.Generator().manual_seed(0))
     model.train()
     acting, inert = [], []
-    for site in candidates:
+    for site in sites:
         try:
             set_rate(model, site, 0.0)
             off = _forward(model, probe)
             set_rate(model, site, PROBE_RATE)
             on = _forward(model, probe)
-        except Exception as error:  # a model that takes no float batch of its input shape
+        except Exception as error:
             reason = f"a probe batch's forward raised {type(error).__name__}: {error}"
-            return [], [Inert(s, reason.splitlines()[0]) for s in candidates]
+            raise ProbeFailed(reason.splitlines()[0]) from error
         set_rate(model, site, site.rate)
         if len(on) == len(off) and all(torch.equal(a, b) for a, b in zip(on, off, strict=True)):
             reason = f"rate 0 and {PROBE_RATE} give the same training-mode output"
