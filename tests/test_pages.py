@@ -75,12 +75,13 @@ def serve(target: str, *variables: str, health: str, log: Path) -> Iterator[Serv
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Study:
-    """A small digits study, sampled for system metrics twice a second."""
+    """A small digits study (a few seconds), sampled for system metrics ten times a second so
+    that every chart has a line of many samples, not a lone point."""
     root = tmp_path_factory.mktemp("pages")
     overrides = [
         f"paths.root_dir={root}", "trainer.accelerator=cpu", "data=digits", "model.width=32",
         "trainer.max_epochs=4", f"study.name={STUDY}", f"study.n_trials={N_TRIALS}",
-        "study.pruner=none", "tracking.system_metrics=0.5",
+        "study.pruner=none", "tracking.system_metrics=0.1",
     ]  # fmt: skip
     summary = optimize(compose_config(*overrides, config_name="tune"), {"data": "digits"})
     return Study(root, summary, MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db"))
@@ -220,8 +221,11 @@ def test_the_study_run_lists_its_plots_and_charts_its_system_metrics(study, ui, 
 
     page.goto(run_link(ui.url, experiment_id, parent).replace("?", "/system-metrics?"))
     for metric in ("cpu_utilization_percentage", "system_memory_usage_megabytes"):
+        samples = study.client.get_metric_history(parent, f"system/{metric}")
+        assert len(samples) >= 2, samples  # a line, not a lone point
         card = page.get_by_test_id("experiment-view-compare-runs-card").filter(has_text=metric)
-        card.locator("path.js-line").first.wait_for(timeout=60_000)  # drawn, with samples
+        card.first.scroll_into_view_if_needed(timeout=60_000)  # charts draw once in view
+        card.locator("path.js-line").first.wait_for(timeout=60_000)
     page.screenshot(path=tmp_path / "system-metrics.png")
 
 

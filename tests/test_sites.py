@@ -9,7 +9,8 @@ from droptune.errors import ConfigError
 from droptune.fit import fit
 from droptune.inputs import load_data, splits
 from droptune.models import GaussianDropout
-from droptune.models.sites import MaxNorm, find_sites, max_norm_layers
+from droptune.models.max_norm import MaxNorm, max_norm_layers
+from droptune.models.sites import walk
 
 CUSTOM = ("model=custom", "model._target_=examples.mynets.nets.SmallConvNet")
 DIGITS = ((1, 8, 8), 10)
@@ -21,7 +22,7 @@ def custom_model(make_cfg, *overrides: str) -> dict:
 
 def test_sites_of_a_users_model_are_found_by_path_and_class(make_cfg):
     net = build_model(custom_model(make_cfg, "+model.p=0.3"), *DIGITS)
-    found = {(s.path, s.cls, s.rate) for s in find_sites(net)}
+    found = {(s.path, s.cls, s.rate) for s in walk(net).settable}
     assert found == {
         ("features.2", "Dropout2d", 0.3),
         ("encoder.drop", "Dropout", 0.3),
@@ -33,15 +34,15 @@ def test_every_torch_dropout_class_is_a_site():
     kinds = [nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d]
     kinds += [nn.AlphaDropout, nn.FeatureAlphaDropout]
     net = nn.Sequential(*(kind(0.1) for kind in kinds), nn.ReLU(), GaussianDropout(0.2))
-    assert [s.cls for s in find_sites(net)] == [k.__name__ for k in kinds] + ["GaussianDropout"]
-    assert [s.path for s in find_sites(net)][-1] == "7"
+    assert [s.cls for s in walk(net).settable] == [k.__name__ for k in kinds] + ["GaussianDropout"]
+    assert [s.path for s in walk(net).settable][-1] == "7"
 
 
 def test_globs_set_rates_in_order_and_the_built_model_trains_with_them(make_cfg):
     model = custom_model(make_cfg, "model.dropout.sites={*drop:0.1,head.*:0.6}")
-    rates = {s.path: s.rate for s in find_sites(build_model(model, *DIGITS))}
+    rates = {s.path: s.rate for s in walk(build_model(model, *DIGITS)).settable}
     assert rates == {"features.2": 0.25, "encoder.drop": 0.1, "head.drop": 0.6}  # later wins
-    assert model_sites(model, *DIGITS).sites == find_sites(build_model(model, *DIGITS))
+    assert model_sites(model, *DIGITS).sites == walk(build_model(model, *DIGITS)).settable
 
 
 def test_a_glob_that_matches_no_site_names_the_glob_and_lists_the_sites(make_cfg):
@@ -57,7 +58,7 @@ def test_a_variant_swap_keeps_each_rate_and_its_channel_rule(make_cfg):
         make_cfg, "model.dropout.variant=gaussian", "model.dropout.sites={head.*:0.5}"
     )
     net = build_model(model, *DIGITS)
-    assert {(s.path, s.cls, s.rate) for s in find_sites(net)} == {
+    assert {(s.path, s.cls, s.rate) for s in walk(net).settable} == {
         ("features.2", "GaussianDropout", 0.25),
         ("encoder.drop", "GaussianDropout", 0.25),
         ("head.drop", "GaussianDropout", 0.5),
@@ -70,7 +71,7 @@ def test_a_variant_swap_keeps_each_rate_and_its_channel_rule(make_cfg):
 
 def test_droptunes_own_models_have_sites_too(make_cfg):
     mlp = make_cfg("model.dropout.input=0.2", "model.dropout.sites={net.4:0.3}")["model"]
-    rates = [s.rate for s in find_sites(build_model(mlp, *DIGITS))]
+    rates = [s.rate for s in walk(build_model(mlp, *DIGITS)).settable]
     assert rates == [0.2, 0.3, 0.5]
 
 

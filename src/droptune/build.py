@@ -19,15 +19,14 @@ from droptune.config.model import USER_MODEL_KEYS
 from droptune.config.types import OWN_FAMILIES, USER_FAMILIES
 from droptune.errors import ConfigError
 from droptune.lit import MomentumRamp, Optim
+from droptune.models.max_norm import MaxNorm, max_norm_layers
 from droptune.models.nets import hidden_widths
 from droptune.models.sites import (
     Inert,
-    MaxNorm,
     ProbeFailed,
     Site,
     Walk,
     matching,
-    max_norm_layers,
     prove,
     set_site_rates,
     swap_variant,

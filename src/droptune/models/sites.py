@@ -41,10 +41,8 @@ from droptune.models.dropout import (
     GaussianDropout,
     MaskDropout,
     WeightDropout,
-    stored_weight,
     variant_module,
 )
-from droptune.models.nets import renorm_rows_
 
 # torch's own dropout modules share `_DropoutNd` (private); listed by name so a new torch that
 # moves the base class still finds every one of them
@@ -67,7 +65,6 @@ DROPOUT_TYPES = (
 )
 CHANNELWISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.FeatureAlphaDropout)
 INVERTED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
-CONSTRAINABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 KINDS = ("module", "attention", "recurrent", "path", "float", "declared")
 # an attribute whose name holds this is a candidate rate: drop, dropout, drop_rate, drop_prob,
 # dropout_prob, attention_dropout, activation_dropout, dropout_p, encoder_layerdrop, ...
@@ -197,11 +194,6 @@ def walk(model: nn.Module, kinds: Mapping[type, str] | None = None) -> Walk:
     return Walk(sites, candidates, inert)
 
 
-def find_sites(model: nn.Module, kinds: Mapping[type, str] | None = None) -> list[Site]:
-    """Every rate of `model` droptune can set: its sites and its unproven candidates."""
-    return walk(model, kinds).settable
-
-
 def set_rate(model: nn.Module, site: Site, rate: float) -> None:
     setattr(model.get_submodule(site.holder), site.attribute, float(rate))
 
@@ -322,33 +314,3 @@ def swap_variant(model: nn.Module, variant: str) -> None:
         else:
             new = variant_module(site.rate, variant, _is_channelwise(old))
         setattr(parent, name, new)
-
-
-def constrainable_layers(model: nn.Module) -> list[str]:
-    """Paths of the Linear and Conv layers, in module order."""
-    return [path for path, module in model.named_modules() if isinstance(module, CONSTRAINABLE)]
-
-
-def max_norm_layers(model: nn.Module, globs: Sequence[str] | None) -> list[str]:
-    """The layers max-norm constrains: those the globs match, or (None) every Linear and Conv
-    but the last one (the output layer: constraining the logits' scale is not dropout's rule)."""
-    layers = constrainable_layers(model)
-    if globs is None:
-        return layers[:-1]
-    missing = [g for g in globs if not fnmatch.filter(layers, g)]
-    if missing:
-        raise ValueError(f"max-norm glob {missing[0]!r} matches none of the layers {layers}")
-    return [path for path in layers if any(fnmatch.fnmatchcase(path, g) for g in globs)]
-
-
-class MaxNorm:
-    """Keeps every unit's incoming weight vector of the chosen layers at norm <= c."""
-
-    def __init__(self, model: nn.Module, layers: Sequence[str], max_norm: float) -> None:
-        self.weights = [stored_weight(model.get_submodule(path)) for path in layers]
-        self.max_norm = max_norm
-
-    @torch.no_grad()
-    def __call__(self) -> None:
-        for weight in self.weights:
-            renorm_rows_(weight, self.max_norm)
