@@ -80,9 +80,12 @@ def test_a_fused_groups_members_report_their_own_calibration(make_cfg):
     reported = []
     members = [Member(i, cfg, seed=i) for i, cfg in enumerate(cfgs)]
     module = train_group(
-        arrays, train_index, val_index, members, lambda e, m: (reported.append(m), [True] * 2)[1]
+        arrays,
+        [(train_index, val_index)],
+        members,
+        lambda e, m: (reported.append(m), [True] * 2)[1],
     )
-    x, y = module.tensors["val"]
+    x, y = module.data["val"].x[0], module.data["val"].y[0]
     with torch.no_grad():
         logits = module.net.eval()(x.expand(2, *x.shape)).float()
     for member in range(2):

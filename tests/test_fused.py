@@ -54,7 +54,7 @@ def train(cfgs, prune=(), **group_options):
         return keep
 
     module = train_group(
-        arrays, train_index, val_index, members, report, GroupOptions(**group_options)
+        arrays, [(train_index, val_index)], members, report, GroupOptions(**group_options)
     )
     return module, histories, alive
 
@@ -79,7 +79,7 @@ def test_a_member_in_a_group_trains_exactly_as_alone(tmp_path, optim):
         ((train_index, val_index),) = splits(cfg, arrays)
         hist = []
         alone = train_group(
-            arrays, train_index, val_index, [Member(0, cfg, member_seed(cfg["seed"], k + 10))],
+            arrays, [(train_index, val_index)], [Member(0, cfg, member_seed(cfg["seed"], k + 10))],
             lambda epoch, metrics, hist=hist: (hist.extend(metrics), [True])[1],
         )  # fmt: skip
         sizes = [64, *cfg["model"]["widths"], 10]
@@ -166,7 +166,7 @@ def test_fused_and_standard_runner_agree_in_distribution(tmp_path):
         standard_acc.append(fit(cfg, arrays, train_index, val_index).history[-1]["val/acc"])
         hist = []
         train_group(
-            arrays, train_index, val_index, [Member(0, cfg, member_seed(seed, 0))],
+            arrays, [(train_index, val_index)], [Member(0, cfg, member_seed(seed, 0))],
             lambda epoch, metrics, hist=hist: (hist.extend(metrics), [True])[1],
         )  # fmt: skip
         fused_acc.append(hist[-1]["val/acc"])
@@ -476,7 +476,7 @@ def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_pat
 
     full = []
     whole = train_group(
-        arrays, train_index, val_index, members(),
+        arrays, [(train_index, val_index)], members(),
         lambda epoch, metrics: (full.append(metrics), [True] * len(metrics))[1],
     )  # fmt: skip
 
@@ -488,8 +488,7 @@ def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_pat
     with pytest.raises(Killed):
         train_group(
             arrays,
-            train_index,
-            val_index,
+            [(train_index, val_index)],
             members(),
             dies_in_epoch_2,
             GroupOptions(checkpoint_interval=0),
@@ -497,7 +496,7 @@ def test_a_member_resumed_from_its_checkpoint_trains_as_if_never_stopped(tmp_pat
     assert all(MemberCheckpoint.load(p).epoch == 2 for p in paths)
     resumed_epochs = []
     resumed = train_group(
-        arrays, train_index, val_index, members(resume=True),
+        arrays, [(train_index, val_index)], members(resume=True),
         lambda epoch, metrics: (resumed_epochs.append(epoch), [True] * len(metrics))[1],
     )  # fmt: skip
     assert resumed_epochs == [2, 3]  # only the remaining epochs, numbered from where it stopped
@@ -566,7 +565,7 @@ def test_a_group_follows_the_schedule_a_standard_fit_takes_from_torch(tmp_path, 
 
     with patch.object(FusedClassifier, "on_train_epoch_start", recorded):
         train_group(
-            arrays, train_index, val_index, [Member(0, cfg, 0)], lambda e, m: [True] * len(m)
+            arrays, [(train_index, val_index)], [Member(0, cfg, 0)], lambda e, m: [True] * len(m)
         )
     assert len(set(standard_lrs)) == 4  # the rate moves every epoch
     assert fused_lrs == pytest.approx(standard_lrs, rel=1e-6)

@@ -130,7 +130,7 @@ def test_a_fused_group_schedules_each_members_rates_as_defined(make_cfg):
 
     members = [Member(i, cfg, seed=i) for i, cfg in enumerate(cfgs)]
     with patch.object(FusedClassifier, "on_train_epoch_start", recorded):
-        train_group(arrays, train_index, val_index, members, lambda e, m: [True] * len(m))
+        train_group(arrays, [(train_index, val_index)], members, lambda e, m: [True] * len(m))
     for member, case in enumerate(cases):
         expected = [[0.2 * f, 0.4 * f, 0.4 * f] for f in DEFINITIONS[case]]
         actual = [epoch[member] for epoch in seen]

@@ -110,5 +110,5 @@ def test_max_norm_callable_renorms_rows_of_conv_and_linear_weights():
 def test_an_mlp_with_site_globs_trains_on_the_standard_runner(make_cfg):
     from droptune.fused.grouping import fusable
 
-    assert fusable(make_cfg(), n_folds=1)
-    assert not fusable(make_cfg("model.dropout.sites={net.4:0.3}"), n_folds=1)
+    assert fusable(make_cfg(), [(range(100), range(20))])
+    assert not fusable(make_cfg("model.dropout.sites={net.4:0.3}"), [(range(100), range(20))])

@@ -208,7 +208,7 @@ def _fused(
     history: list[list[dict[str, float]]] = []
     module = train_group(
         arrays,
-        *split,
+        [split],
         members,
         lambda epoch, metrics: (history.append(metrics), [True] * len(metrics))[1],
         options,

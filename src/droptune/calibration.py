@@ -24,7 +24,9 @@ def _edges(device: torch.device) -> torch.Tensor:
     return _EDGES[device]
 
 
-def calibration_bins(confidence: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
+def calibration_bins(
+    confidence: torch.Tensor, hits: torch.Tensor, own: torch.Tensor | None = None
+) -> torch.Tensor:
     """Top-class probabilities and whether the top class was right, (B,) or (K, B) for K
     stacked members -> per bin the count, the confidence sum and the correct count: (3, S) or
     (K, 3, S), S = ECE_BINS + 1. Binned as torchmetrics bins (bucketize on ECE_BINS + 1 edges
@@ -35,6 +37,8 @@ def calibration_bins(confidence: torch.Tensor, hits: torch.Tensor) -> torch.Tens
     if confidence.dim() > 1:  # each member's bins after the previous member's
         index = index + torch.arange(rows, device=confidence.device)[:, None] * slots
     values = torch.stack((torch.ones_like(confidence), confidence, hits.to(confidence.dtype)))
+    if own is not None:  # rows of a stacked member's own split count; its padding does not
+        values = values * own.to(confidence.dtype)
     bins = confidence.new_zeros(3, rows * slots).index_add_(1, index.flatten(), values.flatten(1))
     return bins if confidence.dim() == 1 else bins.view(3, rows, slots).transpose(0, 1)
 

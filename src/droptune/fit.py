@@ -234,23 +234,34 @@ def build_datamodule(
     )
 
 
-def cv_summary(results: Sequence[FitResult]) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Mean and std over folds of the final and best validation accuracy, and the mean curves."""
-    final = np.array([r.history[-1]["val/acc"] for r in results])
-    best = np.array([r.history[-1]["val/acc_best"] for r in results])
+def cv_metrics(
+    finals: Sequence[Mapping[str, float]], tests: Sequence[Mapping[str, float]]
+) -> dict[str, float]:
+    """Mean and std over folds of the final and best validation accuracy, and each test metric's
+    mean: from each fold's last epoch (`finals`) and test metrics (`tests`)."""
+    final = np.array([f["val/acc"] for f in finals])
+    best = np.array([f["val/acc_best"] for f in finals])
     metrics = {
         "cv/acc_mean": float(final.mean()),
         "cv/acc_std": float(final.std()),
         "cv/acc_best_mean": float(best.mean()),
         "cv/acc_best_std": float(best.std()),
     }
-    for key in results[0].test:
-        metrics[f"{key}_mean"] = float(np.mean([r.test[key] for r in results]))
+    for key in tests[0]:
+        metrics[f"{key}_mean"] = float(np.mean([t[key] for t in tests]))
+    return metrics
+
+
+def fold_mean(epochs: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """One epoch of the fold-mean curves: each metric's mean over the folds."""
+    return {k: float(np.mean([e[k] for e in epochs])) for k in epochs[0]}
+
+
+def cv_summary(results: Sequence[FitResult]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The CV metrics of k fits, and their fold-mean curves."""
+    metrics = cv_metrics([r.history[-1] for r in results], [r.test for r in results])
     epochs = min(len(r.history) for r in results)
-    curves = [
-        {k: float(np.mean([r.history[e][k] for r in results])) for k in results[0].history[e]}
-        for e in range(epochs)
-    ]
+    curves = [fold_mean([r.history[e] for r in results]) for e in range(epochs)]
     return metrics, curves
 
 

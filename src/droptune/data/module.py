@@ -196,9 +196,12 @@ class TensorDataModule(L.LightningDataModule):
         return lambda x: scaler.transform(x).astype(np.float32)
 
     def setup(self, stage: str | None = None) -> None:
+        self.setup_on(self.trainer.strategy.root_device if self.trainer else torch.device("cpu"))
+
+    def setup_on(self, device: torch.device) -> None:
+        """The split's tensors on `device` (from the cache when a fit of the study made them)."""
         if self.tensors:
             return
-        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         split = hashlib.sha1(self.train_index.tobytes() + self.val_index.tobytes()).hexdigest()
         key = (str(device), self.standardize, self.seed, split)
         if self.cache is not None and key in self.cache:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lightning as L
-import numpy as np
 
 from droptune import data as ds
 from droptune.build import mlp_widths
+from droptune.fused.data import StackedData
 from droptune.fused.grouping import Member
 from droptune.fused.module import EpochReport, FusedClassifier
+from droptune.inputs import Split
 from droptune.models.stacked import STORAGE_DTYPES, StackedMLP
 
 
@@ -48,8 +50,7 @@ def stacked_net(members: list[Member], in_dim: int, n_classes: int, precision: s
 
 def train_group(
     arrays: ds.Arrays,
-    train_index: np.ndarray,
-    val_index: np.ndarray,
+    splits: Sequence[Split],
     members: list[Member],
     report: EpochReport,
     options: GroupOptions = GroupOptions(),
@@ -58,17 +59,9 @@ def train_group(
     phase_seconds: dict[str, float] | None = None,
 ) -> FusedClassifier:
     """Train the group to its last epoch (or until every member has left); `report(epoch,
-    metrics)` gets each epoch's per-member metrics and returns which members stay."""
+    metrics)` gets each epoch's per-member metrics and returns which members stay. A member trains
+    on `splits[member.split]`: one split for all, or folds (of seeds) of their own."""
     base = members[0].config
-    datamodule = ds.TensorDataModule(
-        arrays,
-        train_index,
-        val_index,
-        base["data"]["batch_size"],
-        standardize=base["data"]["standardize"],
-        seed=base["seed"],
-        cache=data_cache,
-    )
     trainer = L.Trainer(
         accelerator=base["trainer"]["accelerator"],
         devices=1,
@@ -80,9 +73,17 @@ def train_group(
         limit_val_batches=0,
         num_sanity_val_steps=0,
     )
-    datamodule.trainer = trainer
-    datamodule.setup()
-    flat = {k: (x.flatten(1), y) for k, (x, y) in datamodule.tensors.items()}
+    data = StackedData(
+        arrays,
+        list(splits),
+        standardize=base["data"]["standardize"],
+        seed=base["seed"],
+        device=trainer.strategy.root_device,
+        cache=data_cache,
+    )
+    steps = {data.steps(m.split, base["data"]["batch_size"]) for m in members}
+    if len(steps) > 1:
+        raise ValueError(f"a group's members take one number of steps an epoch, not {steps}")
     compile = options.compile
     if compile == "auto":
         compile = trainer.strategy.root_device.type == "cuda"
@@ -90,11 +91,11 @@ def train_group(
     # function again; it holds a copy of its member as a second row instead, whose results are
     # dropped (a one-member step on a GPU is launch-bound: the copy costs next to nothing)
     rows = members * 2 if compile and len(members) == 1 else members
-    net = stacked_net(rows, flat["train"][0].shape[1], len(arrays.classes), options.precision)
+    net = stacked_net(rows, data.in_dim, len(arrays.classes), options.precision)
     module = FusedClassifier(
         net.to(trainer.strategy.root_device),
         members,
-        flat,
+        data,
         batch_size=base["data"]["batch_size"],
         report=report,
         compile=compile,

@@ -11,6 +11,7 @@ from typing import Any
 from droptune.build import mlp_widths
 from droptune.config import validate
 from droptune.fused.checkpoint import MemberCheckpoint
+from droptune.inputs import Split
 from droptune.models.stacked import FUSED_VARIANTS
 
 GROUP_KEYS = (
@@ -39,16 +40,24 @@ def _valid(config: Mapping[str, Any]) -> bool:
     return True
 
 
-def unfused_reason(config: Mapping[str, Any], n_folds: int) -> str | None:
-    """Why a trial trains alone on the standard runner, or None: MLP trials on one split with a
-    variant the stacked model implements fuse. Rates set by site glob are the standard runner's
-    (the stacked model has no module paths); a config that does not validate runs alone too,
-    where its fit fails it saying why."""
+def epoch_steps(config: Mapping[str, Any], splits: Sequence[Split]) -> list[int]:
+    """Optimizer steps an epoch of each split takes at the config's batch size."""
+    batch = config["data"]["batch_size"]
+    return [-(-len(train_index) // batch) for train_index, _ in splits]
+
+
+def unfused_reason(config: Mapping[str, Any], splits: Sequence[Split]) -> str | None:
+    """Why a trial trains alone on the standard runner, or None: MLP trials with a variant the
+    stacked model implements fuse, each fold of a k-fold trial a member. Rates set by site glob
+    are the standard runner's (the stacked model has no module paths); folds that take different
+    numbers of steps an epoch too (a member must not step its optimizer on an empty batch); a
+    config that does not validate runs alone, where its fit fails it saying why."""
     model, dropout = config["model"], config["model"]["dropout"]
+    steps = sorted(set(epoch_steps(config, splits))) if _valid(config) else []
     reasons = (
         (not _valid(config), "a config that does not validate"),
         (model["family"] != "mlp", f"model={model['family']} (the fused runner stacks MLPs)"),
-        (n_folds > 1, "a cross-validated objective"),
+        (len(steps) > 1, f"folds of {' or '.join(map(str, steps))} steps an epoch"),
         (bool(dropout["sites"]), "rates set by model.dropout.sites"),
         (
             dropout["variant"] not in FUSED_VARIANTS,
@@ -60,8 +69,8 @@ def unfused_reason(config: Mapping[str, Any], n_folds: int) -> str | None:
     return next((reason for failed, reason in reasons if failed), None)
 
 
-def fusable(config: Mapping[str, Any], n_folds: int) -> bool:
-    return unfused_reason(config, n_folds) is None
+def fusable(config: Mapping[str, Any], splits: Sequence[Split]) -> bool:
+    return unfused_reason(config, splits) is None
 
 
 def group_key(config: Mapping[str, Any]) -> tuple:
@@ -77,9 +86,12 @@ def member_seed(seed: int, trial_number: int) -> int:
     return seed * 1_000_003 + trial_number
 
 
-def member_checkpoint_path(trial_checkpoint: Path | None) -> Path | None:
-    """Beside where the standard runner would keep the trial's checkpoint (same lineage)."""
-    return trial_checkpoint.with_name("fused.pt") if trial_checkpoint is not None else None
+def member_checkpoint_path(trial_checkpoint: Path | None, fold: int | None = None) -> Path | None:
+    """Beside where the standard runner would keep the trial's checkpoint (same lineage); one
+    file per fold of a k-fold trial."""
+    if trial_checkpoint is None:
+        return None
+    return trial_checkpoint.with_name("fused.pt" if fold is None else f"fused-fold{fold}.pt")
 
 
 @dataclass
@@ -91,6 +103,7 @@ class Member:
     seed: int
     checkpoint: Path | None = None
     resume: MemberCheckpoint | None = None
+    split: int = 0  # which of its group's splits it trains on (a fold, a seed's fold)
 
     @property
     def start_epoch(self) -> int:

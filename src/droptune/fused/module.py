@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import lightning as L
@@ -15,6 +15,7 @@ from droptune.build import build_optim, mlp_widths, schedule_of
 from droptune.calibration import ECE_BINS, calibration_bins, expected_calibration_error
 from droptune.data.module import STEPS_PER_BATCH
 from droptune.fused.checkpoint import member_slices, restore, snapshot
+from droptune.fused.data import StackedData
 from droptune.fused.grouping import Member
 from droptune.lit import lr_factors
 from droptune.models.stacked import (
@@ -45,24 +46,27 @@ class StepChunks:
 
 
 def forward_losses(
-    net: StackedMLP, x: torch.Tensor, y: torch.Tensor
+    net: StackedMLP, x: torch.Tensor, y: torch.Tensor, own: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-member mean loss (K,) and correct count (K,) of a stacked batch: the part of a step
+    """Per-member mean loss (K,) and correct count (K,) over each member's own rows (`own`, (K, B):
+    a fold's last batch may be shorter than its group's) of a stacked batch: the part of a step
     that torch.compile fuses (masks generated in the kernels that use them)."""
     logits = net(x.to(net.weights[0].dtype))
-    return stacked_cross_entropy(logits, y), (logits.argmax(-1) == y).sum(1)
+    weights = own.to(torch.float32)
+    losses = (stacked_cross_entropy(logits, y) * weights).sum(1) / weights.sum(1)
+    return losses, ((logits.argmax(-1) == y) & own).sum(1)
 
 
 def evaluation_scores(
-    net: StackedMLP, x: torch.Tensor, y: torch.Tensor
+    net: StackedMLP, x: torch.Tensor, y: torch.Tensor, own: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-member loss sum (K,), correct count (K,) and calibration bins (K, 3, bins) of a
-    stacked batch, dropout as the net's mode has it."""
+    """Per-member loss sum (K,), correct count (K,) and calibration bins (K, 3, bins) over each
+    member's own rows of a stacked batch, dropout as the net's mode has it."""
     logits = net(x.to(net.weights[0].dtype)).float()
     confidence, predicted = logits.softmax(-1).max(-1)
-    hits = predicted == y
-    losses = stacked_cross_entropy(logits, y) * y.shape[1]
-    return losses, hits.sum(1), calibration_bins(confidence, hits)
+    hits = (predicted == y) & own
+    losses = (stacked_cross_entropy(logits, y) * own).sum(1)
+    return losses, hits.sum(1), calibration_bins(confidence, hits, own)
 
 
 class FusedClassifier(L.LightningModule):
@@ -72,7 +76,7 @@ class FusedClassifier(L.LightningModule):
         self,
         net: StackedMLP,
         members: list[Member],
-        tensors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        data: StackedData,
         *,
         batch_size: int,
         report: EpochReport,
@@ -90,7 +94,8 @@ class FusedClassifier(L.LightningModule):
         super().__init__()
         self.phase_seconds = phase_seconds
         self.automatic_optimization = False
-        self.net, self.members, self.tensors = net, list(members), tensors
+        self.net, self.members, self.data = net, list(members), data
+        self.split_of = torch.tensor([m.split for m in self._rows], device=net.seeds.device)
         self.batch_size, self.report, self.compile = batch_size, report, compile
         (self.epoch_offset,) = {m.start_epoch for m in members}
         self.histories = [list(m.resume.history) if m.resume else [] for m in members]
@@ -148,16 +153,18 @@ class FusedClassifier(L.LightningModule):
         self._saved_at = time.monotonic()
 
     def train_dataloader(self) -> StepChunks:
-        n = len(self.tensors["train"][1])
-        return StepChunks(-(-n // self.batch_size))
+        return StepChunks(self.data.steps(self.members[0].split, self.batch_size))
 
     def on_train_epoch_start(self) -> None:
         signals.raise_if_received()
-        x, _ = self.tensors["train"]
+        train = self.data["train"]
         keys = member_keys(self.net.seeds, 1_000_000 + self.epoch_offset + self.current_epoch)
-        self.order = torch.argsort(uniform(keys, len(x)), dim=1)  # each member's own shuffle
-        self._sums = torch.zeros(2, len(self._rows), device=x.device)  # loss sum, correct count
-        self._seen = 0
+        draws = uniform(keys, train.x.shape[1])
+        self.own_rows = train.rows[self.split_of][:, None]
+        positions = torch.arange(draws.shape[1], device=draws.device)
+        draws.masked_fill_(positions >= self.own_rows, 2.0)  # padding sorts last: never drawn
+        self.order = torch.argsort(draws, dim=1)  # each member's own shuffle of its own rows
+        self._sums = torch.zeros(3, len(self._rows), device=draws.device)  # loss, correct, rows
         self._epoch_start = time.perf_counter()
         self.optimizer.set_lr_scale(self._lr_factors[self.epoch_offset + self.current_epoch])
         epoch, total = (
@@ -172,10 +179,11 @@ class FusedClassifier(L.LightningModule):
             self._train_step(step)
 
     def _train_step(self, step: int) -> None:
-        x, y = self.tensors["train"]
         index = self.order[:, step * self.batch_size : (step + 1) * self.batch_size]
+        x, y = self.data["train"].gather(self.split_of, index)
+        own = index < self.own_rows
         with self._phase("forward"):
-            losses, correct = self.forward_losses(self.net, x[index], y[index])
+            losses, correct = self.forward_losses(self.net, x, y, own)
         for p in self.net.parameters():
             p.grad = None
         with self._phase("backward"):
@@ -184,27 +192,27 @@ class FusedClassifier(L.LightningModule):
             self.optimizer.step()  # and each member's max-norm, in the same pass
         self.net.step += 1
         with torch.no_grad():
-            self._sums[0] += losses.detach() * index.shape[1]
-            self._sums[1] += correct
-        self._seen += index.shape[1]
+            rows = own.sum(1)
+            self._sums += torch.stack((losses.detach() * rows, correct, rows))
 
     @torch.no_grad()
     def _evaluate(self, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-member mean loss, accuracy and expected calibration error on a resident split,
         dropout off, in memory-bounded chunks."""
         self.net.eval()
-        x, y = self.tensors[part]
-        k = len(self._rows)
+        rows = self.data[part]
+        k, device = len(self._rows), self.split_of.device
         chunk = max(256, 2**22 // max(1, k * max(w.shape[1] for w in self.net.weights)))
-        loss = torch.zeros(k, device=x.device)
-        correct = torch.zeros(k, device=x.device)
-        bins = torch.zeros(k, 3, ECE_BINS + 1, device=x.device)
-        for start in range(0, len(y), chunk):
-            xb, yb = x[start : start + chunk], y[start : start + chunk]
-            scores = self.evaluation_scores(self.net, xb.expand(k, *xb.shape), yb.expand(k, -1))
+        loss = torch.zeros(k, device=device)
+        correct = torch.zeros(k, device=device)
+        bins = torch.zeros(k, 3, ECE_BINS + 1, device=device)
+        for start in range(0, rows.x.shape[1], chunk):
+            x, y, own = rows.window(self.split_of, start, start + chunk)
+            scores = self.evaluation_scores(self.net, x, y, own)
             loss, correct, bins = loss + scores[0], correct + scores[1], bins + scores[2]
         self.net.train()
-        return loss / len(y), correct / len(y), expected_calibration_error(bins)
+        count = rows.rows[self.split_of]
+        return loss / count, correct / count, expected_calibration_error(bins)
 
     def _epoch_metrics(self) -> list[dict[str, float]]:
         """Each member's epoch in droptune's metric contract (one host sync for all of them)."""
@@ -212,7 +220,7 @@ class FusedClassifier(L.LightningModule):
             val_loss, val_acc, val_ece = self._evaluate("val")
             probe_loss, probe_acc, _ = self._evaluate("train_probe")
         n = len(self.members)  # the rows after them copy a member
-        train = (self._sums[:, :n] / self._seen).cpu()
+        train = (self._sums[:2, :n] / self._sums[2, :n]).cpu()
         parts = (val_loss, val_acc, val_ece, probe_loss, probe_acc)
         val_loss, val_acc, val_ece, probe_loss, probe_acc = (t[:n].cpu() for t in parts)
         self.best = torch.maximum(self.best, val_acc)
@@ -235,7 +243,7 @@ class FusedClassifier(L.LightningModule):
             for i in range(n)
         ]
         last = self.current_epoch + 1 == self.trainer.max_epochs
-        if last and self.members[0].config["evaluate_test"] and "test" in self.tensors:
+        if last and self.members[0].config["evaluate_test"] and "test" in self.data:
             test_loss, test_acc, test_ece = (t[:n].cpu() for t in self._evaluate("test"))
             for i, m in enumerate(metrics):  # reported with the trial, never selected on
                 loss = float(test_loss[i])
@@ -275,5 +283,6 @@ class FusedClassifier(L.LightningModule):
             if self.compile and len(survivors) == 1:
                 survivors = survivors.repeat(2)  # as train_group holds a compiled group of one
             on_device = survivors.to(self.net.seeds.device)
+            self.split_of = self.split_of[on_device]
             self.net.keep(on_device, narrow_branches=not self.compile)
             self.optimizer.keep(on_device)

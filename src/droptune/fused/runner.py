@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from optuna.trial import TrialState
 
+from droptune.fit import cv_metrics, fold_mean
 from droptune.fused import fit as fused_fit
 from droptune.fused.checkpoint import MemberCheckpoint
 from droptune.fused.fit import GroupOptions
@@ -22,7 +23,7 @@ from droptune.fused.grouping import (
     unfused_reason,
 )
 from droptune.trials.lifecycle import TrialContext, TrialOutcome, TrialSpec, diverged
-from droptune.trials.pruning import PruningView
+from droptune.trials.pruning import CV_FOLD_METRIC, PruningView
 from droptune.trials.standard import StandardRunner
 
 log = logging.getLogger("droptune")
@@ -33,63 +34,96 @@ METRICS_EVERY_S = 10.0
 
 
 @dataclass
-class MemberState:
-    """What the runner tracks for a member while its group trains."""
+class TrialRecord:
+    """What the runner tracks for a trial while its group trains: its members (one, or one per
+    fold) and its latest epoch, fold-mean for a k-fold trial as the standard runner logs it."""
 
     run_id: str
-    last: dict[str, float] | None = None  # the latest epoch's metrics
+    members: list[int]  # positions in the group
+    last: dict[str, float] | None = None
+    last_folds: list[dict[str, float]] = field(default_factory=list)
     outcome: TrialOutcome | None = None
     unlogged: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (epoch, metrics)
 
 
 class GroupRun:
     """One group's trials from their runs' start to their tells: `report` is the fit's epoch
-    callback, deciding which members stay; `finish` ends one member's trial."""
+    callback, deciding which members stay (a trial's folds stay or leave together); `finish`
+    ends one trial."""
 
     def __init__(self, context: TrialContext, specs: Sequence[TrialSpec], members: list[Member]):
         self.context, self.specs, self.members = context, list(specs), members
-        self.states = [MemberState(context.lifecycle.open(s, context.arrays)) for s in specs]
-        self.alive = list(range(len(specs)))  # the members still training, in the group's order
+        self.cross_validated = len(context.folds) > 1
+        self.trials = [
+            TrialRecord(
+                context.lifecycle.open(spec, context.arrays),
+                [j for j, m in enumerate(members) if m.index == i],
+            )
+            for i, spec in enumerate(specs)
+        ]
+        self.alive = list(range(len(members)))  # the members still training, in the group's order
         self._logged_at = time.monotonic()
-        for spec, member, state in zip(self.specs, members, self.states, strict=True):
+        for spec, trial in zip(self.specs, self.trials, strict=True):
             spec.trial.set_user_attr("fused_group_size", len(specs))
-            if member.resume:  # the retried trial's first epochs: its run's curves start at 0
-                spec.trial.set_user_attr("resumed_from_epoch", member.start_epoch)
-                context.lifecycle.record(state.run_id, list(enumerate(member.resume.history)))
+            first = members[trial.members[0]]
+            if first.resume:  # the retried trial's first epochs: its run's curves start at 0
+                spec.trial.set_user_attr("resumed_from_epoch", first.start_epoch)
+                histories = [members[j].resume.history for j in trial.members]
+                context.lifecycle.record(
+                    trial.run_id, list(enumerate(map(fold_mean, zip(*histories, strict=True))))
+                )
 
-    def flush(self, indices: Iterable[int]) -> None:
-        """Members' epochs not yet written, one write per member."""
-        for i in indices:
-            self.context.lifecycle.record(self.states[i].run_id, self.states[i].unlogged)
-            self.states[i].unlogged = []
+    def flush(self, trials: Iterable[int]) -> None:
+        """Trials' epochs not yet written, one write per trial."""
+        for t in trials:
+            self.context.lifecycle.record(self.trials[t].run_id, self.trials[t].unlogged)
+            self.trials[t].unlogged = []
         self._logged_at = time.monotonic()
 
-    def finish(self, i: int, outcome: TrialOutcome) -> None:
-        self.flush([i])
-        self.states[i].outcome = outcome
-        self.context.lifecycle.finish(self.specs[i], self.states[i].run_id, outcome)
+    def finish(self, t: int, outcome: TrialOutcome) -> None:
+        self.flush([t])
+        trial = self.trials[t]
+        trial.outcome = outcome
+        # a k-fold trial's run ends with the standard runner's cv/* summary
+        summary = self._cv_metrics(trial) if self.cross_validated and trial.last_folds else None
+        if summary:
+            outcome.metrics = {**outcome.metrics, **summary}
+        self.context.lifecycle.finish(self.specs[t], trial.run_id, outcome, summary)
+
+    @staticmethod
+    def _cv_metrics(trial: TrialRecord) -> dict[str, float]:
+        tests = [{k: v for k, v in f.items() if k.startswith("test/")} for f in trial.last_folds]
+        return cv_metrics(trial.last_folds, tests)
+
+    def alive_trials(self) -> list[int]:
+        return sorted({self.members[i].index for i in self.alive})
 
     def report(self, epoch: int, metrics: list[dict[str, float]]) -> list[bool]:
+        by_member = dict(zip(self.alive, metrics, strict=True))
         reported = []
-        for i, m in zip(self.alive, metrics, strict=True):
-            self.states[i].last = m
-            self.states[i].unlogged.append((epoch, m))
-            failure = diverged(m, epoch)
+        objectives = self.context.objectives
+        fold_metric = CV_FOLD_METRIC.get(objectives.metric, objectives.metric)
+        for t in self.alive_trials():
+            trial = self.trials[t]
+            trial.last_folds = [by_member[j] for j in trial.members]
+            trial.last = fold_mean(trial.last_folds)
+            trial.unlogged.append((epoch, trial.last))
+            failure = diverged(trial.last, epoch)
             if failure:
-                self.finish(i, TrialOutcome(TrialState.FAIL, reason=failure, metrics=m))
-            elif not self.context.objectives.multi:  # Optuna prunes single objectives only
-                self.specs[i].trial.report(m[self.context.objectives.metric], epoch)
-                reported.append(i)
-        if reported:  # every member's value is in before any decision: all see the same epoch
+                self.finish(t, TrialOutcome(TrialState.FAIL, reason=failure, metrics=trial.last))
+            elif not objectives.multi:  # Optuna prunes single objectives only
+                self.specs[t].trial.report(trial.last[fold_metric], epoch)
+                reported.append(t)
+        if reported:  # every trial's value is in before any decision: all see the same epoch
             view = PruningView(self.specs[reported[0]].trial.study)
-            for i in reported:
-                if view.should_prune(self.specs[i].trial):
-                    last = self.states[i].last
-                    self.finish(i, TrialOutcome(TrialState.PRUNED, metrics=last))
-        keep = [self.states[i].outcome is None for i in self.alive]
+            for t in reported:
+                if view.should_prune(self.specs[t].trial):
+                    last = self.trials[t].last
+                    self.finish(t, TrialOutcome(TrialState.PRUNED, metrics=last))
+        keep = [self.trials[self.members[i].index].outcome is None for i in self.alive]
         self.alive = [i for i, k in zip(self.alive, keep, strict=True) if k]
         if time.monotonic() - self._logged_at >= METRICS_EVERY_S:
-            self.flush(self.alive)
+            self.flush(self.alive_trials())
         self.context.lifecycle.epoch_ended(epoch)
         return keep
 
@@ -97,23 +131,29 @@ class GroupRun:
         """OOM or any other error fails this group's open trials only."""
         log.warning("fused group of %d failed", len(self.specs), exc_info=True)
         reason = f"{type(error).__name__}: {error}"
-        for i in self.alive:
-            self.finish(i, TrialOutcome(TrialState.FAIL, reason=reason))
+        for t in self.alive_trials():
+            self.finish(t, TrialOutcome(TrialState.FAIL, reason=reason))
+        self.alive = []
 
     def complete_survivors(self) -> list[TrialOutcome]:
-        for i in self.alive:
-            if self.states[i].outcome is None:
-                last = self.states[i].last
-                value = self.context.objectives.value(last)
-                self.finish(i, TrialOutcome(TrialState.COMPLETE, value, metrics=last))
-        return [state.outcome for state in self.states]
+        for t in self.alive_trials():
+            trial = self.trials[t]
+            if trial.outcome is None:
+                metrics = {
+                    **trial.last,
+                    **(self._cv_metrics(trial) if self.cross_validated else {}),
+                }
+                value = self.context.objectives.value(metrics)
+                self.finish(t, TrialOutcome(TrialState.COMPLETE, value, metrics=trial.last))
+        return [trial.outcome for trial in self.trials]
 
 
 class FusedRunner:
-    """Trains up to `capacity` trials at once, in groups of what can share one fit.
+    """Trains up to `capacity` trials at once, in groups of what can share one fit; a k-fold
+    trial is one member per fold.
 
-    Trials that cannot be fused (a CNN, a CV objective, the alpha, dropconnect or concrete
-    variant, an invalid config) go to the standard runner, each reason said once in the log.
+    Trials that cannot be fused (a CNN, rates set by site glob, the alpha, dropconnect or
+    concrete variant, an invalid config) go to the standard runner, each reason said once.
     """
 
     def __init__(self, context: TrialContext, capacity: int, options: GroupOptions) -> None:
@@ -124,12 +164,12 @@ class FusedRunner:
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         outcomes: list[TrialOutcome | None] = [None] * len(specs)
         groups: dict[tuple, list[int]] = {}
-        saved: dict[int, MemberCheckpoint | None] = {}
+        saved: dict[int, list[MemberCheckpoint | None]] = {}
         for i, spec in enumerate(specs):
-            reason = unfused_reason(spec.config, len(self.context.folds))
+            reason = unfused_reason(spec.config, self.context.folds)
             if reason is None:
-                saved[i] = MemberCheckpoint.load(member_checkpoint_path(spec.checkpoint))
-                start = saved[i].epoch if saved[i] else 0  # resumed members train together
+                saved[i] = self._saved(spec)
+                start = saved[i][0].epoch if saved[i][0] else 0  # resumed members train together
                 groups.setdefault((*group_key(spec.config), start), []).append(i)
                 continue
             if reason not in self._said:
@@ -143,28 +183,46 @@ class FusedRunner:
                 outcomes[i] = outcome
         return outcomes
 
+    def _folds(self) -> list[int | None]:
+        """A member per fold of a k-fold trial, one (no fold) otherwise."""
+        n = len(self.context.folds)
+        return list(range(n)) if n > 1 else [None]
+
+    def _saved(self, spec: TrialSpec) -> list[MemberCheckpoint | None]:
+        """A retried trial's saved members, one per fold; none unless every fold saved the same
+        epoch (a kill between two folds' saves: the trial starts again from epoch 0)."""
+        saved = [
+            MemberCheckpoint.load(member_checkpoint_path(spec.checkpoint, fold))
+            for fold in self._folds()
+        ]
+        if len({s.epoch if s else None for s in saved}) == 1:
+            return saved
+        log.info("trial %d: its folds' checkpoints differ; it starts at epoch 0", spec.trial.number)
+        return [None] * len(saved)
+
     def _run_group(
-        self, specs: Sequence[TrialSpec], saved: Sequence[MemberCheckpoint | None]
+        self, specs: Sequence[TrialSpec], saved: Sequence[list[MemberCheckpoint | None]]
     ) -> list[TrialOutcome]:
-        """`saved`: each member's checkpoint (a retried trial) or None; all resume at one epoch."""
+        """`saved`: each trial's members' checkpoints (a retried trial) or Nones; all resume at
+        one epoch."""
         seed = specs[0].config["seed"]
         members = [
             Member(
                 index=i,
                 config=spec.config,
-                seed=member_seed(seed, spec.trial.number),
-                checkpoint=member_checkpoint_path(spec.checkpoint),
+                seed=member_seed(seed, spec.trial.number),  # a trial's folds: one seed, as alone
+                checkpoint=member_checkpoint_path(spec.checkpoint, fold),
                 resume=state,
+                split=fold or 0,
             )
-            for i, (spec, state) in enumerate(zip(specs, saved, strict=True))
+            for i, (spec, states) in enumerate(zip(specs, saved, strict=True))
+            for fold, state in zip(self._folds(), states, strict=True)
         ]
         run = GroupRun(self.context, specs, members)
-        ((train_index, val_index),) = self.context.folds
         try:
             fused_fit.train_group(
                 self.context.arrays,
-                train_index,
-                val_index,
+                self.context.folds,
                 members,
                 run.report,
                 self.options,
@@ -175,5 +233,5 @@ class FusedRunner:
                 torch.cuda.empty_cache()
             run.fail_alive(error)
         finally:
-            run.flush(run.alive)  # what was measured is kept, whatever ended the fit
+            run.flush(run.alive_trials())  # what was measured is kept, whatever ended the fit
         return run.complete_survivors()

@@ -241,10 +241,8 @@ class StackedMLP(nn.Module):
 
 
 def stacked_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-member mean cross-entropy (K,), from logits (K, B, C) and labels (K, B), in fp32."""
+    """Per-row cross-entropy (K, B), from logits (K, B, C) and labels (K, B), in fp32."""
     k, b, c = logits.shape
-    return (
-        F.cross_entropy(logits.reshape(k * b, c).float(), y.reshape(k * b), reduction="none")
-        .view(k, b)
-        .mean(1)
-    )
+    return F.cross_entropy(
+        logits.reshape(k * b, c).float(), y.reshape(k * b), reduction="none"
+    ).view(k, b)

@@ -22,10 +22,11 @@ log = logging.getLogger("droptune")
 
 
 def fused_groups(configs: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
-    """The names of the configs that train together, a list per fit of two or more."""
+    """The names of the configs that train together, a list per fit of two or more (one split
+    each: k-fold retrains train on the standard runner)."""
     groups: dict[str, list[str]] = {}
     for name, cfg in configs.items():
-        if fusable(cfg, n_folds=1):
+        if not cfg["data"]["cv_folds"] and fusable(cfg, splits=()):  # no folds' steps to match
             shared = (group_key(cfg), cfg["data"], cfg["test_seed"], cfg["evaluate_test"])
             groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(name)
     return [names for names in groups.values() if len(names) > 1]
@@ -44,7 +45,6 @@ def train_fused(
     base = configs[names[0]]
     arrays = load_data(base)
     folds = splits(base, arrays)
-    ((train_index, val_index),) = folds
     dataset = dataset_input(base["data"], arrays, folds)
     members = [Member(i, configs[n], member_seed(seed, 0)) for i, n in enumerate(names)]
     histories: list[list[dict[str, float]]] = [[] for _ in names]
@@ -55,7 +55,7 @@ def train_fused(
         return [True] * len(metrics)
 
     start = time.perf_counter()
-    train_group(arrays, train_index, val_index, members, report, GroupOptions())
+    train_group(arrays, [(train_index, val_index)], members, report, GroupOptions())
     log.info("fused %d configs, seed %d: %.1f s", len(names), seed, time.perf_counter() - start)
     done = {}
     for name, history in zip(names, histories, strict=True):

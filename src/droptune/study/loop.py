@@ -354,7 +354,7 @@ def _ask_batch(
 def _checkpoint(opened: OpenStudy, trial: optuna.Trial) -> Path | None:
     """Per-trial checkpoint path; a retry uses the one of the trial it retries (its lineage)."""
     folder = opened.cfg["study"]["checkpoint_dir"]
-    if not folder or opened.n_folds > 1:
+    if not folder:  # a k-fold trial: the fused runner's folds save, the standard's refit
         return None
     attrs = storage_of(opened.study).get_trial_system_attrs(trial_id_of(trial))
     return Path(folder) / f"trial_{attrs.get('failed_trial', trial.number)}" / "last.ckpt"
