@@ -55,7 +55,7 @@ def train_fused(
         return [True] * len(metrics)
 
     start = time.perf_counter()
-    train_group(arrays, [(train_index, val_index)], members, report, GroupOptions())
+    train_group(arrays, folds, members, report, GroupOptions())
     log.info("fused %d configs, seed %d: %.1f s", len(names), seed, time.perf_counter() - start)
     done = {}
     for name, history in zip(names, histories, strict=True):
