@@ -40,7 +40,9 @@ def test_a_fold_member_trains_exactly_its_own_fold_as_a_group_of_that_fold_alone
     train_group(arrays, folds, members, lambda e, m: (together.append(m), [True] * len(m))[1])
     for fold, split in enumerate(folds):
         alone: list[list[dict]] = []
-        train_group(arrays, [split], [Member(0, cfg, 7)], lambda e, m: (alone.append(m), [True])[1])
+        train_group(
+            arrays, [split], [Member(0, cfg, 7)], lambda e, m, a=alone: (a.append(m), [True])[1]
+        )
         for epoch, (a, b) in enumerate(zip(alone, together, strict=True)):
             for key in ("train/loss", "train/acc", "val/acc", "val/loss", "train/acc_eval"):
                 assert a[0][key] == pytest.approx(b[fold][key], rel=1e-5, abs=1e-6), (epoch, key)

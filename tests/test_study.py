@@ -501,11 +501,11 @@ def test_a_fused_batch_interrupted_in_a_later_group_keeps_the_trials_that_finish
     overrides = tune_overrides(tmp_path, *FUSED, "study.fused.k=8", "study.n_trials=8")
     groups, real_train_group = [], droptune.fused.fit.train_group
 
-    def interrupted_in_the_second(arrays, train_index, val_index, members, *args, **kwargs):
+    def interrupted_in_the_second(arrays, splits, members, *args, **kwargs):
         groups.append(len(members))
         if len(groups) == 2:
             raise KeyboardInterrupt
-        return real_train_group(arrays, train_index, val_index, members, *args, **kwargs)
+        return real_train_group(arrays, splits, members, *args, **kwargs)
 
     monkeypatch.setattr(droptune.fused.fit, "train_group", interrupted_in_the_second)
     cfg = compose_config(*overrides, config_name="tune")
