@@ -73,7 +73,7 @@ def test_stacked_folds_of_three_trials_score_as_the_standard_runners_folds(tmp_p
 
 
 @pytest.mark.parametrize("runner", ["fused", "standard"])
-def test_a_kfold_study_logs_the_same_cv_metrics_and_fold_mean_curves_on_either_runner(
+def test_a_kfold_study_logs_cv_metrics_and_fold_mean_curves_alike_on_either_runner(
     tmp_path, runner
 ):
     overrides = [

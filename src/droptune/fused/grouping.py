@@ -53,9 +53,10 @@ def unfused_reason(config: Mapping[str, Any], splits: Sequence[Split]) -> str | 
     numbers of steps an epoch too (a member must not step its optimizer on an empty batch); a
     config that does not validate runs alone, where its fit fails it saying why."""
     model, dropout = config["model"], config["model"]["dropout"]
-    steps = sorted(set(epoch_steps(config, splits))) if _valid(config) else []
+    valid = _valid(config)
+    steps = sorted(set(epoch_steps(config, splits))) if valid else []
     reasons = (
-        (not _valid(config), "a config that does not validate"),
+        (not valid, "a config that does not validate"),
         (model["family"] != "mlp", f"model={model['family']} (the fused runner stacks MLPs)"),
         (len(steps) > 1, f"folds of {' or '.join(map(str, steps))} steps an epoch"),
         (bool(dropout["sites"]), "rates set by model.dropout.sites"),

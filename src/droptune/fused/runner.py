@@ -45,6 +45,19 @@ class TrialRecord:
     outcome: TrialOutcome | None = None
     unlogged: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (epoch, metrics)
 
+    def cv(self) -> dict[str, float]:
+        """A k-fold trial's cv/* summary, as the standard runner ends its run with; {} for one
+        split (or before its first epoch)."""
+        if len(self.last_folds) < 2:
+            return {}
+        tests = [{k: v for k, v in f.items() if k.startswith("test/")} for f in self.last_folds]
+        return cv_metrics(self.last_folds, tests)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Its latest epoch, with the cv/* summary of a k-fold trial."""
+        return {**(self.last or {}), **self.cv()}
+
 
 class GroupRun:
     """One group's trials from their runs' start to their tells: `report` is the fit's epoch
@@ -53,7 +66,6 @@ class GroupRun:
 
     def __init__(self, context: TrialContext, specs: Sequence[TrialSpec], members: list[Member]):
         self.context, self.specs, self.members = context, list(specs), members
-        self.cross_validated = len(context.folds) > 1
         self.trials = [
             TrialRecord(
                 context.lifecycle.open(spec, context.arrays),
@@ -84,16 +96,8 @@ class GroupRun:
         self.flush([t])
         trial = self.trials[t]
         trial.outcome = outcome
-        # a k-fold trial's run ends with the standard runner's cv/* summary
-        summary = self._cv_metrics(trial) if self.cross_validated and trial.last_folds else None
-        if summary:
-            outcome.metrics = {**outcome.metrics, **summary}
-        self.context.lifecycle.finish(self.specs[t], trial.run_id, outcome, summary)
-
-    @staticmethod
-    def _cv_metrics(trial: TrialRecord) -> dict[str, float]:
-        tests = [{k: v for k, v in f.items() if k.startswith("test/")} for f in trial.last_folds]
-        return cv_metrics(trial.last_folds, tests)
+        # a k-fold trial's run ends with its cv/* summary, as on the standard runner
+        self.context.lifecycle.finish(self.specs[t], trial.run_id, outcome, trial.cv())
 
     def alive_trials(self) -> list[int]:
         return sorted({self.members[i].index for i in self.alive})
@@ -110,7 +114,7 @@ class GroupRun:
             trial.unlogged.append((epoch, trial.last))
             failure = diverged(trial.last, epoch)
             if failure:
-                self.finish(t, TrialOutcome(TrialState.FAIL, reason=failure, metrics=trial.last))
+                self.finish(t, TrialOutcome(TrialState.FAIL, reason=failure, metrics=trial.metrics))
             elif not objectives.multi:  # Optuna prunes single objectives only
                 self.specs[t].trial.report(trial.last[fold_metric], epoch)
                 reported.append(t)
@@ -118,8 +122,8 @@ class GroupRun:
             view = PruningView(self.specs[reported[0]].trial.study)
             for t in reported:
                 if view.should_prune(self.specs[t].trial):
-                    last = self.trials[t].last
-                    self.finish(t, TrialOutcome(TrialState.PRUNED, metrics=last))
+                    metrics = self.trials[t].metrics
+                    self.finish(t, TrialOutcome(TrialState.PRUNED, metrics=metrics))
         keep = [self.trials[self.members[i].index].outcome is None for i in self.alive]
         self.alive = [i for i, k in zip(self.alive, keep, strict=True) if k]
         if time.monotonic() - self._logged_at >= METRICS_EVERY_S:
@@ -139,12 +143,8 @@ class GroupRun:
         for t in self.alive_trials():
             trial = self.trials[t]
             if trial.outcome is None:
-                metrics = {
-                    **trial.last,
-                    **(self._cv_metrics(trial) if self.cross_validated else {}),
-                }
-                value = self.context.objectives.value(metrics)
-                self.finish(t, TrialOutcome(TrialState.COMPLETE, value, metrics=trial.last))
+                value = self.context.objectives.value(trial.metrics)
+                self.finish(t, TrialOutcome(TrialState.COMPLETE, value, metrics=trial.metrics))
         return [trial.outcome for trial in self.trials]
 
 
