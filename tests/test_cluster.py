@@ -20,8 +20,16 @@ from tests.launch import Launched
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-FAST = ["data=digits", "trainer.accelerator=cpu", "trainer.max_epochs=3", "model.width=32"]
+# the standard runner: auto would stack these small trials on a CPU (one batch per worker)
+FAST = [
+    "data=digits",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=3",
+    "model.width=32",
+    "study.runner=standard",
+]
 SLOW = [
+    "study.runner=standard",
     "data=digits",
     "trainer.accelerator=cpu",
     "trainer.max_epochs=80",

@@ -168,15 +168,18 @@ def test_a_users_models_baselines_are_no_dropout_and_as_written_and_no_textbook(
 
 
 BASE = ["trainer.accelerator=cpu", "data=digits", "trainer.max_epochs=3", "model.width=32"]
+STANDARD = ["study.runner=standard", "report.runner=standard"]
 
 
 def tuned_study(tmp_path, n_trials=6):
     tune = [f"paths.root_dir={tmp_path}", *BASE, "study.name=r", f"study.n_trials={n_trials}"]
+    tune.append(STANDARD[0])
     return optimize(compose_config(*tune, config_name="tune"), {"data": "digits"}, tune)
 
 
 def report(tmp_path, *extra):
-    overrides = [f"paths.root_dir={tmp_path}", *BASE, "study.name=r", *extra]
+    """Retrains one by one (auto would stack these small MLPs on a CPU: test_stacked_runs)."""
+    overrides = [f"paths.root_dir={tmp_path}", *BASE, "study.name=r", *STANDARD, *extra]
     cfg = compose_config(*overrides, config_name="report")
     return make_report(cfg, overrides), cfg
 
@@ -450,7 +453,7 @@ def test_paired_seeds_share_initial_weights_and_data_order_across_configs_of_one
 def test_a_killed_report_loses_only_the_retrain_in_flight_and_a_rerun_completes_it(tmp_path):
     tuned_study(tmp_path, n_trials=2)
     extra = ["report.top_k=1", "report.seeds=2", "trainer.max_epochs=40"]
-    overrides = [f"paths.root_dir={tmp_path}", *BASE, "study.name=r", *extra]
+    overrides = [f"paths.root_dir={tmp_path}", *BASE, "study.name=r", *STANDARD, *extra]
     process = Launched([str(REPO / "pipelines" / "report.py"), *overrides], stdout=tmp_path / "log")
     cfg = compose_config(*overrides, config_name="report")
     client = MlflowClient(cfg["tracking"]["uri"])

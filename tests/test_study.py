@@ -32,7 +32,10 @@ SMALL = ["data=digits", "trainer.max_epochs=3", "study.name=s", "model.width=32"
 
 
 def tune_overrides(tmp_path, *extra):
-    return [f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", *SMALL, *extra]
+    """The standard runner unless a test names one (auto would stack these small trials on a
+    CPU: the fused runner's own tests are in test_fused and test_stacked_*)."""
+    runner = [] if any(o.startswith("study.runner=") for o in extra) else ["study.runner=standard"]
+    return [f"paths.root_dir={tmp_path}", "trainer.accelerator=cpu", *SMALL, *runner, *extra]
 
 
 def run_study(tmp_path, *extra, space=None):

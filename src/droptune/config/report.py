@@ -26,5 +26,6 @@ class Report(Group):
     baselines: bool  # also retrain the first config without dropout and with the textbook's
     reference: Annotated[str, Field(min_length=1), Allowed("the name of a retrained config")]
     name: str | None  # the report's MLflow run and folder name (null: the study's name)
-    # fused: a seed's configs that can share a fit train in one; auto: fused on a GPU
+    # fused: retrains that can share a fit train in one (all seeds); auto: where it pays (a GPU,
+    # or small steps on a CPU)
     runner: one_of(("auto", "standard", "fused"))

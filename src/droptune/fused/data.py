@@ -7,6 +7,7 @@ A member reads its split's rows only: batches and evaluation weigh padded rows 0
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +62,8 @@ class Part:
 
 class StackedData:
     """Each split's parts, built as the standard runner builds one fit's (TensorDataModule, the
-    study's cache shared), then padded and stacked."""
+    study's cache shared), then padded and stacked. `seeds`: each split's config seed (a report
+    stacks several seeds' splits; the train probe is drawn with it)."""
 
     def __init__(
         self,
@@ -69,12 +71,12 @@ class StackedData:
         splits: list[Split],
         *,
         standardize: bool,
-        seed: int,
+        seeds: Sequence[int],
         device: torch.device,
         cache: dict | None = None,
     ) -> None:
         built = []
-        for train_index, val_index in splits:
+        for (train_index, val_index), seed in zip(splits, seeds, strict=True):
             module = ds.TensorDataModule(
                 arrays, train_index, val_index, 1, standardize=standardize, seed=seed, cache=cache
             )

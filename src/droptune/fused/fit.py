@@ -77,7 +77,10 @@ def train_group(
         arrays,
         list(splits),
         standardize=base["data"]["standardize"],
-        seed=base["seed"],
+        seeds=[
+            next((m.config["seed"] for m in members if m.split == j), base["seed"])
+            for j in range(len(splits))
+        ],
         device=trainer.strategy.root_device,
         cache=data_cache,
     )

@@ -8,11 +8,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from optuna.trial import TrialState
 
 from droptune.fit import cv_metrics, fold_mean
 from droptune.fused import fit as fused_fit
+from droptune.fused import step_macs
 from droptune.fused.checkpoint import MemberCheckpoint
 from droptune.fused.fit import GroupOptions
 from droptune.fused.grouping import (
@@ -156,17 +158,36 @@ class FusedRunner:
     concrete variant, an invalid config) go to the standard runner, each reason said once.
     """
 
-    def __init__(self, context: TrialContext, capacity: int, options: GroupOptions) -> None:
+    def __init__(
+        self,
+        context: TrialContext,
+        capacity: int,
+        options: GroupOptions,
+        max_macs: int | None = None,
+    ) -> None:
+        """`max_macs`: trials whose member-step is larger train on the standard runner (a CPU,
+        where stacking pays only for small steps: fused.choose_runner)."""
         self.context, self.capacity, self.options = context, capacity, options
+        self.max_macs = max_macs
         self.standard = StandardRunner(context)
         self._said: set[str] = set()
+
+    def _unfused_reason(self, config: dict) -> str | None:
+        reason = unfused_reason(config, self.context.folds)
+        if reason is not None or self.max_macs is None:
+            return reason
+        arrays = self.context.arrays
+        macs = step_macs(config, int(np.prod(arrays.input_shape)), len(arrays.classes))
+        return (
+            f"steps above {self.max_macs:,} multiply-accumulates" if macs > self.max_macs else None
+        )
 
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         outcomes: list[TrialOutcome | None] = [None] * len(specs)
         groups: dict[tuple, list[int]] = {}
         saved: dict[int, list[MemberCheckpoint | None]] = {}
         for i, spec in enumerate(specs):
-            reason = unfused_reason(spec.config, self.context.folds)
+            reason = self._unfused_reason(spec.config)
             if reason is None:
                 saved[i] = self._saved(spec)
                 start = saved[i][0].epoch if saved[i][0] else 0  # resumed members train together

@@ -1,7 +1,7 @@
-"""A seed's retrains trained in one fit where their configs allow it: the fused runner's stacked
-MLP holds every config of a group (same data, depth, width band, optimizer, epochs) as members
-that share the seed's streams, so seed i of each still starts from the same weights (for one
-shape) and sees the same data order. Each member is still its own MLflow run."""
+"""The report's retrains stacked: configs x seeds (x folds) that share a shape train in one fit of
+the fused runner, each (config, seed) still its own MLflow run with its own numbers. Every member
+of seed s draws from member_seed(s, 0), so seed s of each config starts from the same weights (for
+one shape) and sees the same data order as its pair: the pairing the intervals rely on."""
 
 from __future__ import annotations
 
@@ -9,45 +9,87 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from droptune.fused import use_fused
+import numpy as np
+
+from droptune.data import Arrays
+from droptune.fit import cv_metrics, fold_mean
+from droptune.fused import choose_runner, step_macs
 from droptune.fused.fit import GroupOptions, train_group
-from droptune.fused.grouping import Member, fusable, group_key, member_seed
-from droptune.inputs import load_data, splits
+from droptune.fused.grouping import Member, epoch_steps, fusable, group_key, member_seed
+from droptune.inputs import Split, load_data, splits
 from droptune.tracked_data import dataset_input
 from droptune.tracking import Tracker
 
 log = logging.getLogger("droptune")
 
 
-def fused_groups(configs: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
-    """The names of the configs that train together, a list per fit of two or more (one split
-    each: k-fold retrains train on the standard runner)."""
-    groups: dict[str, list[str]] = {}
-    for name, cfg in configs.items():
-        if not cfg["data"]["cv_folds"] and fusable(cfg, splits=()):  # no folds' steps to match
-            shared = (group_key(cfg), cfg["data"], cfg["test_seed"], cfg["evaluate_test"])
-            groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(name)
-    return [names for names in groups.values() if len(names) > 1]
+@dataclass(frozen=True)
+class Pending:
+    """A retrain still to train: its config's name, its seed, and its config (seed set)."""
+
+    name: str
+    seed: int
+    config: dict[str, Any]
+
+
+def _stackable(
+    config: Mapping[str, Any], runner: str, arrays: Arrays, folds: Sequence[Split]
+) -> bool:
+    """Whether `report.runner` stacks this retrain (auto on a CPU: small steps only)."""
+    in_dim, n_classes = int(np.prod(arrays.input_shape)), len(arrays.classes)
+    choice = choose_runner(runner, config, in_dim, n_classes)
+    small = choice.max_macs is None or step_macs(config, in_dim, n_classes) <= choice.max_macs
+    return choice.fused and small and fusable(config, folds)
+
+
+def fused_plan(pending: Sequence[Pending], runner: str) -> list[list[int]]:
+    """Positions in `pending` of the retrains that train together, a list per fit of two or
+    more: same data and split rules, depth, width band, optimizer, epochs and steps an epoch."""
+    groups: dict[str, list[int]] = {}
+    loaded: dict[str, Any] = {}
+    for i, retrain in enumerate(pending):
+        cfg = retrain.config
+        if not fusable(cfg, splits=()):  # a CNN, a variant the stacked model lacks: no data load
+            continue
+        data_key = json.dumps(cfg["data"], sort_keys=True, default=str)
+        if data_key not in loaded:
+            loaded[data_key] = load_data(cfg)
+        arrays = loaded[data_key]
+        if not isinstance(arrays, Arrays):
+            continue
+        folds = splits(cfg, arrays)
+        if _stackable(cfg, runner, arrays, folds):
+            shared = (group_key(cfg), data_key, cfg["test_seed"], cfg["evaluate_test"])
+            key = json.dumps([*shared, epoch_steps(cfg, folds)[0]], sort_keys=True, default=str)
+            groups.setdefault(key, []).append(i)
+    return [positions for positions in groups.values() if len(positions) > 1]
 
 
 def train_fused(
-    configs: Mapping[str, dict[str, Any]],
-    seed: int,
-    tags: Mapping[str, Mapping[str, Any]],
+    group: Sequence[Pending],
+    tags: Sequence[Mapping[str, Any]],
     tracker: Tracker,
     parent_run_id: str,
-) -> dict[str, str]:
-    """One fit of the configs (one seed's, of one group); each member's MLflow run id, by name.
-    Every member is seeded alike: a paired comparison."""
-    names = list(configs)
-    base = configs[names[0]]
+) -> list[str]:
+    """One fit of every retrain in `group` (each fold of a k-fold one a member); each one's
+    MLflow run id, in order: its curves (fold means under k-fold) and cv/* summary as `make
+    train` logs them."""
+    base = group[0].config
     arrays = load_data(base)
-    folds = splits(base, arrays)
-    dataset = dataset_input(base["data"], arrays, folds)
-    members = [Member(i, configs[n], member_seed(seed, 0)) for i, n in enumerate(names)]
-    histories: list[list[dict[str, float]]] = [[] for _ in names]
+    folds_of = {r.seed: splits(r.config, arrays) for r in group}  # a seed's folds: one per seed
+    offsets, every_split = {}, []
+    for seed, folds in folds_of.items():
+        offsets[seed] = len(every_split)
+        every_split.extend(folds)
+    members = [
+        Member(i, r.config, member_seed(r.seed, 0), split=offsets[r.seed] + fold)
+        for i, r in enumerate(group)
+        for fold in range(len(folds_of[r.seed]))
+    ]
+    histories: list[list[dict[str, float]]] = [[] for _ in members]
 
     def report(epoch: int, metrics: list[dict[str, float]]) -> list[bool]:
         for history, m in zip(histories, metrics, strict=True):
@@ -55,28 +97,24 @@ def train_fused(
         return [True] * len(metrics)
 
     start = time.perf_counter()
-    train_group(arrays, folds, members, report, GroupOptions())
-    log.info("fused %d configs, seed %d: %.1f s", len(names), seed, time.perf_counter() - start)
-    done = {}
-    for name, history in zip(names, histories, strict=True):
-        cfg = configs[name]
-        run_tags = {"dataset": cfg["data"]["name"], "model": "mlp", "seed": seed, "runner": "fused"}
+    train_group(arrays, every_split, members, report, GroupOptions())
+    seconds = time.perf_counter() - start
+    log.info("fused %d retrains (%d members): %.1f s", len(group), len(members), seconds)
+    run_ids = []
+    for i, (retrain, run_tags) in enumerate(zip(group, tags, strict=True)):
+        folds = [histories[j] for j, m in enumerate(members) if m.index == i]
+        curves = [fold_mean(epoch) for epoch in zip(*folds, strict=True)]
         run_id = tracker.start_run(
-            f"{name} · seed {seed}", {**run_tags, **tags[name]}, parent_run_id
+            f"{retrain.name} · seed {retrain.seed}",
+            {"dataset": base["data"]["name"], "model": "mlp", "seed": retrain.seed, **run_tags},
+            parent_run_id,
         )
-        tracker.log_config(run_id, cfg)
-        tracker.log_dataset(run_id, dataset)
-        tracker.log_history(run_id, list(enumerate(history)))
+        tracker.log_config(run_id, retrain.config)
+        tracker.log_dataset(run_id, dataset_input(base["data"], arrays, folds_of[retrain.seed]))
+        tracker.log_history(run_id, list(enumerate(curves)))
+        if len(folds) > 1:  # as make train ends a k-fold run
+            tests = [{k: v for k, v in f[-1].items() if k.startswith("test/")} for f in folds]
+            tracker.log_metrics(run_id, cv_metrics([f[-1] for f in folds], tests), len(curves))
         tracker.end_run(run_id)
-        done[name] = run_id
-    return done
-
-
-def fused_plan(
-    configs: Mapping[str, dict[str, Any]], runner: str
-) -> tuple[list[list[str]], Sequence[str]]:
-    """The groups that train fused and the names that train alone, for one seed's configs."""
-    accelerator = next(iter(configs.values()))["trainer"]["accelerator"] if configs else "cpu"
-    groups = fused_groups(configs) if use_fused(runner, accelerator) else []
-    together = {n for g in groups for n in g}
-    return groups, [n for n in configs if n not in together]
+        run_ids.append(run_id)
+    return run_ids

@@ -17,7 +17,7 @@ from droptune.config import validate
 from droptune.config.composed import compose_config
 from droptune.errors import ConfigError
 from droptune.report.candidates import Candidate
-from droptune.report.fused import fused_plan, train_fused
+from droptune.report.fused import Pending, fused_plan, train_fused
 from droptune.tracking import Tracker
 from droptune.train import train
 
@@ -124,46 +124,40 @@ def retrain_all(
     report_run_id: str,
     runner: str = "standard",
 ) -> list[Retrain]:
-    """Every candidate once per seed (seed-major: a killed report has every config at the same
-    number of seeds); with `runner` fused (or auto, on a GPU) a seed's configs that can share
-    a fit train in one."""
+    """Every candidate once per seed. With `runner` fused (or auto where it pays) the retrains
+    that can share a fit train in one, all seeds and folds together; the others one by one,
+    seed-major (a killed report has every config at the same number of seeds)."""
     done = finished_retrains(tracker, report_run_id)
-    retrains = []
+    by_name = {c.name: c for c in candidates}
+    retrains, pending = [], []
     for seed in seeds:
-        pending = {}
         for candidate in candidates:
             found = done.get((config_key(candidate), seed))
             if found is not None:
                 retrains.append(replace(found, candidate=candidate.name))
             else:
-                pending[candidate.name] = candidate
-        configs = {
-            name: validate(train_config([*c.overrides, f"seed={seed}"]))
-            for name, c in pending.items()
-        }
-        groups, alone = fused_plan(configs, runner)
-        for group in groups:
-            tags = {name: _tags(pending[name], seed) for name in group}
-            trained = train_fused(
-                {n: configs[n] for n in group}, seed, tags, tracker, report_run_id
-            )
-            for name, run_id in trained.items():
-                retrains.append(Retrain(name, seed, _logged(tracker, run_id), run_id))
-                log.info("retrain %s · seed %d: %s (fused)", name, seed, _score(retrains[-1]))
-        for name in alone:
-            cfg = configs[name]
-            cfg["tracking"]["run_name"] = f"{name} · seed {seed}"
-            summary = train(
-                cfg,
-                parent_run_id=report_run_id,
-                tags={**_tags(pending[name], seed), "runner": "standard"},
-                log_epochs=False,
-            )
-            run_id = summary["mlflow_run_id"]
-            retrains.append(Retrain(name, seed, _logged(tracker, run_id), run_id))
-            seconds = summary["seconds_per_epoch"]
-            score = _score(retrains[-1])
-            log.info("retrain %s · seed %d: %s (%.2f s/epoch)", name, seed, score, seconds)
+                config = validate(train_config([*candidate.overrides, f"seed={seed}"]))
+                pending.append(Pending(candidate.name, seed, config))
+    stacked = fused_plan(pending, runner)
+    for positions in stacked:
+        group = [pending[i] for i in positions]
+        tags = [{**_tags(by_name[r.name], r.seed), "runner": "fused"} for r in group]
+        for r, run_id in zip(group, train_fused(group, tags, tracker, report_run_id), strict=True):
+            retrains.append(Retrain(r.name, r.seed, _logged(tracker, run_id), run_id))
+            log.info("retrain %s · seed %d: %s (fused)", r.name, r.seed, _score(retrains[-1]))
+    together = {i for positions in stacked for i in positions}
+    for r in (r for i, r in enumerate(pending) if i not in together):
+        r.config["tracking"]["run_name"] = f"{r.name} · seed {r.seed}"
+        summary = train(
+            r.config,
+            parent_run_id=report_run_id,
+            tags={**_tags(by_name[r.name], r.seed), "runner": "standard"},
+            log_epochs=False,
+        )
+        run_id = summary["mlflow_run_id"]
+        retrains.append(Retrain(r.name, r.seed, _logged(tracker, run_id), run_id))
+        seconds, score = summary["seconds_per_epoch"], _score(retrains[-1])
+        log.info("retrain %s · seed %d: %s (%.2f s/epoch)", r.name, r.seed, score, seconds)
     return retrains
 
 

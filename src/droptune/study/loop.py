@@ -28,8 +28,6 @@ from droptune.build import model_sites
 from droptune.config import validate
 from droptune.config.tune import SpaceEntry
 from droptune.data import Arrays
-from droptune.fused import use_fused
-from droptune.fused.fit import GroupOptions
 from droptune.fused.runner import FusedRunner
 from droptune.inputs import Data, Split, load_data, splits
 from droptune.mlflow_ui import save_study_view, study_view
@@ -47,6 +45,7 @@ from droptune.study.budget import (
 from droptune.study.objectives import Objectives, objectives_of
 from droptune.study.progress import StudyProgress
 from droptune.study.resume import open_study, parent_run_id
+from droptune.study.runners import build_runner
 from droptune.study.samplers import AskTellGridSampler, make_pruner, make_sampler
 from droptune.study.storage import (
     Heartbeat,
@@ -114,9 +113,12 @@ def optimize(
     opened = _open(cfg, arrays, folds, retrain_base(choices or {}, cli_overrides))
     progress = _progress(cfg["study"], opened.objectives)
     lifecycle = TrialLifecycle(opened.tracking, cfg["study"]["name"], progress)
-    runner = _runner(cfg, TrialContext(arrays, folds, opened.objectives, lifecycle))
-    runner_name = "fused" if isinstance(runner, FusedRunner) else "standard"
-    opened.tracking.tracker.set_tags(opened.parent, {"runner": runner_name})
+    runner, choice = build_runner(cfg, TrialContext(arrays, folds, opened.objectives, lifecycle))
+    runner_name = "fused" if choice.fused else "standard"
+    opened.tracking.tracker.set_tags(
+        opened.parent, {"runner": runner_name, "runner_reason": choice.reason}
+    )
+    log.info("runner: %s (%s)", runner_name, choice.reason)
     error: BaseException | None = None
     try:
         t = cfg["tracking"]
@@ -231,29 +233,6 @@ def _progress(s: Mapping[str, Any], objectives: Objectives) -> StudyProgress | N
         interval=s["progress"],
         live=sys.stdout.isatty(),
     )
-
-
-def _runner(cfg: Mapping[str, Any], context: TrialContext) -> StandardRunner | FusedRunner:
-    """study.runner's runner; the fused one stacks droptune's MLP over resident tensors only."""
-    s = cfg["study"]
-    if not use_fused(s["runner"], cfg["trainer"]["accelerator"]):
-        return StandardRunner(context)
-    if cfg["model"]["family"] != "mlp" or not isinstance(context.arrays, Arrays):
-        log.log(
-            logging.INFO if s["runner"] == "fused" else logging.DEBUG,
-            "the fused runner trains droptune's MLP on resident data only: "
-            "model=%s on data=%s runs on the standard runner",
-            cfg["model"]["family"],
-            cfg["data"]["name"],
-        )
-        return StandardRunner(context)
-    fused = s["fused"]
-    options = GroupOptions(
-        compile=fused["compile"],
-        precision=fused["precision"],
-        checkpoint_interval=fused["checkpoint_interval"],
-    )
-    return FusedRunner(context, capacity=fused["k"], options=options)
 
 
 def _room(opened: OpenStudy, waited: bool) -> int | None:

@@ -21,6 +21,8 @@ from droptune.trials.lifecycle import diverged
 if TYPE_CHECKING:  # the study package imports the runners
     from droptune.study.objectives import Objectives
 
+# the pruners that write on a trial they decide (its rung's value)
+WRITING_PRUNERS = (optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.HyperbandPruner)
 CV_FOLD_METRIC = {"cv/acc_mean": "val/acc", "cv/acc_best_mean": "val/acc_best"}
 
 
@@ -84,7 +86,8 @@ class PruningView:
     read reloads every unfinished trial from the storage: K^2 trial loads per epoch, the largest
     cost of a fused study's host time. Here the trials are read once per epoch; after each
     decision the decided trial alone is read again, so what the pruner wrote on it (successive
-    halving's rung values) is seen by the trials decided after it, as in sequential calls.
+    halving's rung values) is seen by the trials decided after it, as in sequential calls; the
+    pruners that write nothing (median, percentile, none) need no second read.
     """
 
     def __init__(self, study: optuna.Study) -> None:
@@ -108,5 +111,6 @@ class PruningView:
     def should_prune(self, trial: optuna.Trial) -> bool:
         """Trial.should_prune's answer for a trial that reported before this view was made."""
         pruned = self._study.pruner.prune(self, self._trials[trial.number])
-        self._trials[trial.number] = storage_of(self._study).get_trial(trial_id_of(trial))
+        if isinstance(self._study.pruner, WRITING_PRUNERS):
+            self._trials[trial.number] = storage_of(self._study).get_trial(trial_id_of(trial))
         return pruned
