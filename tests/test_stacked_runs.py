@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -30,8 +29,7 @@ def test_auto_stacks_the_sonar_mlp_on_a_cpu_and_not_a_wide_fashion_mnist_mlp(tmp
                 "trainer.accelerator=cpu", *overrides,
             )
         )  # fmt: skip
-        arrays = load_data(cfg)
-        return choose_runner("auto", cfg, int(np.prod(arrays.input_shape)), len(arrays.classes))
+        return choose_runner("auto", cfg, load_data(cfg))
 
     sonar = choice("experiment=seed004_sonar_hidden")
     assert sonar.fused and sonar.max_macs == CPU_STACKING_MACS, sonar
@@ -49,8 +47,9 @@ def test_auto_on_a_cpu_stacks_small_trials_and_trains_a_wide_one_on_the_standard
     widths = [32, 4096]
     space = {"width": {"path": "model.widths.0", "type": "categorical", "choices": widths}}
     cfg["search"].update(space=space, enqueue=[])
+    digits = load_data(validate(compose_config(*overrides[:4])))
     small, wide = (
-        step_macs(validate(compose_config(*overrides[:4], f"model.widths=[{w}]")), 64, 10)
+        step_macs(validate(compose_config(*overrides[:4], f"model.widths=[{w}]")), digits)
         for w in widths
     )
     assert small <= CPU_STACKING_MACS < wide  # the rule's two sides

@@ -17,9 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from droptune.build import mlp_widths
+from droptune.data import Arrays
 
 # On a CPU a member's step costs its arithmetic plus a share of the masks and the update; the
 # standard runner's step, its arithmetic plus about a millisecond of fixed cost. Stacking wins while
@@ -29,9 +31,9 @@ from droptune.build import mlp_widths
 CPU_STACKING_MACS = 4_000_000
 
 
-def step_macs(config: Mapping[str, Any], in_dim: int, n_classes: int) -> int:
+def step_macs(config: Mapping[str, Any], arrays: Arrays) -> int:
     """Multiply-accumulates of one member's forward pass over one batch: batch x weights."""
-    sizes = [in_dim, *mlp_widths(config["model"]), n_classes]
+    sizes = [int(np.prod(arrays.input_shape)), *mlp_widths(config["model"]), len(arrays.classes)]
     return config["data"]["batch_size"] * sum(
         a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     )
@@ -46,20 +48,22 @@ class RunnerChoice:
     reason: str
     max_macs: int | None = None
 
+    def stacks(self, config: Mapping[str, Any], arrays: Arrays) -> bool:
+        """Whether a trial or retrain of `config` trains stacked under this choice."""
+        return self.fused and (self.max_macs is None or step_macs(config, arrays) <= self.max_macs)
 
-def choose_runner(
-    runner: str, config: Mapping[str, Any], in_dim: int | None, n_classes: int
-) -> RunnerChoice:
+
+def choose_runner(runner: str, config: Mapping[str, Any], arrays: Any) -> RunnerChoice:
     """fused, standard, or auto: fused on a GPU (98x the reference loop on an H200); on a CPU,
-    fused where a member-step of the config is below CPU_STACKING_MACS. `in_dim` None: data the
-    fused runner cannot hold (a user's datamodule)."""
+    fused where a member-step of the config is below CPU_STACKING_MACS. `arrays` other than
+    Arrays: data the fused runner cannot hold (a user's datamodule)."""
     if runner != "auto":
         return RunnerChoice(runner == "fused", f"study.runner={runner}")
-    if config["model"]["family"] != "mlp" or in_dim is None:
+    if config["model"]["family"] != "mlp" or not isinstance(arrays, Arrays):
         return RunnerChoice(False, "auto: the fused runner stacks droptune's MLP on resident data")
     if config["trainer"]["accelerator"] != "cpu" and torch.cuda.is_available():
         return RunnerChoice(True, "auto: a GPU")
-    macs = step_macs(config, in_dim, n_classes)
+    macs = step_macs(config, arrays)
     verdict = "<=" if macs <= CPU_STACKING_MACS else ">"
     reason = (
         f"auto: a CPU, {macs:,} multiply-accumulates a member-step {verdict} {CPU_STACKING_MACS:,}"

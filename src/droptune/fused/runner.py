@@ -8,13 +8,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from optuna.trial import TrialState
 
 from droptune.fit import cv_metrics, fold_mean
+from droptune.fused import RunnerChoice
 from droptune.fused import fit as fused_fit
-from droptune.fused import step_macs
 from droptune.fused.checkpoint import MemberCheckpoint
 from droptune.fused.fit import GroupOptions
 from droptune.fused.grouping import (
@@ -163,24 +162,20 @@ class FusedRunner:
         context: TrialContext,
         capacity: int,
         options: GroupOptions,
-        max_macs: int | None = None,
+        choice: RunnerChoice,
     ) -> None:
-        """`max_macs`: trials whose member-step is larger train on the standard runner (a CPU,
-        where stacking pays only for small steps: fused.choose_runner)."""
+        """`choice`: what study.runner resolved to; under auto on a CPU, trials whose step is
+        too large for stacking to pay train on the standard runner (fused.choose_runner)."""
         self.context, self.capacity, self.options = context, capacity, options
-        self.max_macs = max_macs
+        self.choice = choice
         self.standard = StandardRunner(context)
         self._said: set[str] = set()
 
     def _unfused_reason(self, config: dict) -> str | None:
         reason = unfused_reason(config, self.context.folds)
-        if reason is not None or self.max_macs is None:
-            return reason
-        arrays = self.context.arrays
-        macs = step_macs(config, int(np.prod(arrays.input_shape)), len(arrays.classes))
-        return (
-            f"steps above {self.max_macs:,} multiply-accumulates" if macs > self.max_macs else None
-        )
+        if reason is None and not self.choice.stacks(config, self.context.arrays):
+            return f"steps above {self.choice.max_macs:,} multiply-accumulates"
+        return reason
 
     def run(self, specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         outcomes: list[TrialOutcome | None] = [None] * len(specs)

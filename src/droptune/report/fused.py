@@ -12,14 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from droptune.data import Arrays
 from droptune.fit import cv_metrics, fold_mean
-from droptune.fused import choose_runner, step_macs
+from droptune.fused import choose_runner
 from droptune.fused.fit import GroupOptions, train_group
 from droptune.fused.grouping import Member, epoch_steps, fusable, group_key, member_seed
-from droptune.inputs import Split, load_data, splits
+from droptune.inputs import load_data, splits
 from droptune.tracked_data import dataset_input
 from droptune.tracking import Tracker
 
@@ -33,16 +31,6 @@ class Pending:
     name: str
     seed: int
     config: dict[str, Any]
-
-
-def _stackable(
-    config: Mapping[str, Any], runner: str, arrays: Arrays, folds: Sequence[Split]
-) -> bool:
-    """Whether `report.runner` stacks this retrain (auto on a CPU: small steps only)."""
-    in_dim, n_classes = int(np.prod(arrays.input_shape)), len(arrays.classes)
-    choice = choose_runner(runner, config, in_dim, n_classes)
-    small = choice.max_macs is None or step_macs(config, in_dim, n_classes) <= choice.max_macs
-    return choice.fused and small and fusable(config, folds)
 
 
 def fused_plan(pending: Sequence[Pending], runner: str) -> list[list[int]]:
@@ -61,7 +49,7 @@ def fused_plan(pending: Sequence[Pending], runner: str) -> list[list[int]]:
         if not isinstance(arrays, Arrays):
             continue
         folds = splits(cfg, arrays)
-        if _stackable(cfg, runner, arrays, folds):
+        if choose_runner(runner, cfg, arrays).stacks(cfg, arrays) and fusable(cfg, folds):
             shared = (group_key(cfg), data_key, cfg["test_seed"], cfg["evaluate_test"])
             key = json.dumps([*shared, epoch_steps(cfg, folds)[0]], sort_keys=True, default=str)
             groups.setdefault(key, []).append(i)

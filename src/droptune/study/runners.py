@@ -7,8 +7,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from droptune.data import Arrays
 from droptune.fused import RunnerChoice, choose_runner
 from droptune.fused.fit import GroupOptions
@@ -27,12 +25,7 @@ def build_runner(
     only."""
     s, arrays = cfg["study"], context.arrays
     resident = isinstance(arrays, Arrays)
-    choice = choose_runner(
-        s["runner"],
-        cfg,
-        in_dim=int(np.prod(arrays.input_shape)) if resident else None,
-        n_classes=len(arrays.classes) if resident else 0,
-    )
+    choice = choose_runner(s["runner"], cfg, arrays)
     unfused = unfused_reason(cfg, context.folds) if s["runner"] == "auto" else None
     if unfused is not None:  # its trials would train one by one, asked k at a time
         choice = RunnerChoice(False, f"auto: the config trains alone ({unfused})")
@@ -52,5 +45,5 @@ def build_runner(
         precision=fused["precision"],
         checkpoint_interval=fused["checkpoint_interval"],
     )
-    runner = FusedRunner(context, capacity=fused["k"], options=options, max_macs=choice.max_macs)
+    runner = FusedRunner(context, capacity=fused["k"], options=options, choice=choice)
     return runner, choice
